@@ -1,0 +1,1 @@
+"""Modern ML Pipeline: dbt owns the data, `ml` owns the models."""

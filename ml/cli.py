@@ -1,0 +1,186 @@
+"""The `ml` command. Click only: parse options, load settings, call a service, print.
+
+Heavy libraries are imported inside the commands so `ml --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+from typing import Any
+
+import click
+
+from ml.errors import MLError
+
+
+class _Group(click.Group):
+    """Turns every MLError into one `Error: ...` line and its exit code (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MLError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--env",
+    "env",
+    envvar="APP_ENV",
+    default=None,
+    metavar="ENV",
+    help="Config overlay config/<ENV>.yaml (default: $APP_ENV or dev).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, env: str | None, debug: bool) -> None:
+    """Modern ML Pipeline: dbt owns the data, `ml` owns the models."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(env=env, debug=debug)
+    if not debug:
+        # Library chatter (deprecations, MLflow's hints) is noise on a terminal; --debug shows it.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"(?i).*type hint", category=UserWarning)
+
+
+def _settings(ctx: click.Context) -> Any:
+    from ml.config import load_settings
+
+    return load_settings(env=ctx.obj.get("env"))
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+
+
+@main.command()
+@click.option(
+    "--recipe",
+    "recipe_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Recipe YAML file.",
+)
+@click.option(
+    "--context-params",
+    default=None,
+    metavar="JSON",
+    help='Context values, e.g. \'{"campaign_id": "cmp_2026_09"}\'.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def validate(
+    ctx: click.Context, recipe_path: str, context_params: str | None, as_json: bool
+) -> None:
+    """Check a recipe against config, the dbt manifest and its estimator."""
+    from ml.validate import validate_recipe
+
+    settings = _settings(ctx)
+    report = validate_recipe(settings, recipe_path, context_params)
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(f"OK  {recipe_path}: {report['task']} recipe '{report['recipe']}'")
+    click.echo(f"    trains on {report['train_relation']}, scores {report['score_relation']}")
+    click.echo(f"    {len(report['features'])} features; estimator {report['estimator']}")
+    for phase in ("train", "score"):
+        if report["context"][phase]:
+            click.echo(f"    {phase} context: {json.dumps(report['context'][phase], default=str)}")
+
+
+@main.command()
+@click.option(
+    "--recipe",
+    "recipe_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Recipe YAML file.",
+)
+@click.option(
+    "--context-params",
+    default=None,
+    metavar="JSON",
+    help="Context values as a JSON object (default: the recipe's train defaults).",
+)
+@click.option(
+    "--build/--no-build",
+    default=False,
+    show_default=True,
+    help="dbt build the recipe's training model (and its parents) first.",
+)
+@click.option(
+    "--alias", default=None, help="Registry alias to point at the new version, e.g. champion."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (run_id, model, version, metrics).",
+)
+@click.pass_context
+def train(
+    ctx: click.Context,
+    recipe_path: str,
+    context_params: str | None,
+    build: bool,
+    alias: str | None,
+    as_json: bool,
+) -> None:
+    """Train a recipe on its dbt model, log it to MLflow and register it."""
+    from ml.progress import Steps
+    from ml.train import train as run_train
+
+    settings = _settings(ctx)
+    if alias is not None and not alias.replace("_", "").replace("-", "").isalnum():
+        raise click.BadParameter("expected letters, digits, '-' or '_'", param_hint="--alias")
+    if not as_json:
+        click.echo(
+            f"Training {recipe_path} (env {settings.env}, dbt target {settings.dbt.target})",
+            err=True,
+        )
+    result = run_train(
+        settings, recipe_path, context_params, build=build, alias=alias, steps=Steps(enabled=True)
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    click.echo(
+        f"\nmodel {result.model_name} version {result.model_version}"
+        + (f" (@{result.alias})" if result.alias else "")
+    )
+    click.echo(f"run   {result.run_id}")
+    width = max(len(k) for k in result.metrics)
+    for name, value in result.metrics.items():
+        click.echo(f"  {name:<{width}}  {value:.4f}")
+
+
+@main.command("demo-data")
+@click.option(
+    "--customers",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Number of customers.",
+)
+@click.option("--seed", default=7, show_default=True, type=int, help="Generator seed.")
+@click.pass_context
+def demo_data(ctx: click.Context, customers: int, seed: int) -> None:
+    """Generate the demo marketing warehouse and load it as the raw tables dbt reads."""
+    from ml.demo import load_demo_data
+
+    settings = _settings(ctx)
+    counts = load_demo_data(settings, n_customers=customers, seed=seed)
+    for name, rows in counts.items():
+        click.echo(f"loaded {rows:>9,} rows into {name}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

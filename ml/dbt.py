@@ -1,0 +1,169 @@
+"""dbt in-process: parse and build through dbtRunner, and read models, contracts and relation
+names from the manifest (schemas differ per target, so they are never hard-coded)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml.config import Settings
+from ml.errors import DbtError
+
+_PROJECT_INPUTS = ("models", "macros", "seeds", "tests", "snapshots", "analyses")
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml")
+
+
+@dataclass(frozen=True)
+class Relation:
+    database: str | None
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return ".".join(p for p in (self.database, self.schema, self.name) if p)
+
+
+@dataclass(frozen=True)
+class DbtModel:
+    name: str
+    unique_id: str
+    relation: Relation
+    columns: dict[str, str | None]  # column -> declared data_type (None if undeclared)
+    contract_enforced: bool
+    checksum: str
+    original_file_path: str
+    raw_code: str
+    depends_on: tuple[str, ...] = field(default_factory=tuple)
+
+
+class DbtProject:
+    """The dbt project at the settings' root, for the settings' target."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.project_dir = settings.path(settings.dbt.project_dir)
+        self.profiles_dir = settings.path(settings.dbt.profiles_dir)
+        self.target = settings.dbt.target
+        self.target_path = self.project_dir / "target" / f"ml-{self.target}"
+        self._manifest: dict[str, Any] | None = None
+
+    # -- running dbt -------------------------------------------------------------------------
+    def invoke(
+        self, args: list[str], vars: dict[str, Any] | None = None, quiet: bool = False
+    ) -> Any:
+        """Run one dbt command in-process; its log goes to stderr (or nowhere) so stdout stays ours."""
+        from dbt.cli.main import dbtRunner
+
+        full = [
+            *args,
+            "--project-dir",
+            str(self.project_dir),
+            "--profiles-dir",
+            str(self.profiles_dir),
+            "--target",
+            self.target,
+            "--target-path",
+            str(self.target_path),
+        ]
+        if vars:
+            full += ["--vars", json.dumps(vars, default=str)]
+        sink = io.StringIO() if quiet else sys.stderr
+        with contextlib.redirect_stdout(sink):
+            result = dbtRunner().invoke(full)
+        if not result.success:
+            detail = _first_failure(result)
+            raise DbtError(f"dbt {args[0]} failed for target {self.target}: {detail}")
+        self._manifest = None
+        return result
+
+    def parse(self) -> None:
+        self.invoke(["parse", "--quiet"])
+
+    def build(self, select: str, vars: dict[str, Any] | None = None) -> None:
+        self.invoke(["build", "--select", select, "--quiet"], vars=vars)
+
+    # -- manifest ----------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.target_path / "manifest.json"
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest for this target, re-parsed whenever a project file is newer."""
+        if self._manifest is None:
+            if self._stale():
+                self.parse()
+            try:
+                self._manifest = json.loads(self.manifest_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise DbtError(
+                    f"{self.manifest_path}: cannot read the dbt manifest ({exc})"
+                ) from None
+        return self._manifest
+
+    def _stale(self) -> bool:
+        if not self.manifest_path.is_file():
+            return True
+        built = self.manifest_path.stat().st_mtime
+        for name in _PROJECT_FILES:
+            p = self.project_dir / name
+            if p.is_file() and p.stat().st_mtime > built:
+                return True
+        for folder in _PROJECT_INPUTS:
+            base = self.project_dir / folder
+            if base.is_dir() and any(
+                p.stat().st_mtime > built for p in base.rglob("*") if p.is_file()
+            ):
+                return True
+        return False
+
+    def find_model(self, name: str) -> DbtModel | None:
+        nodes = self.manifest().get("nodes", {})
+        for node in nodes.values():
+            if node.get("resource_type") == "model" and node.get("name") == name:
+                return _model_from_node(node)
+        return None
+
+    def model_names(self) -> list[str]:
+        nodes = self.manifest().get("nodes", {})
+        return sorted(n["name"] for n in nodes.values() if n.get("resource_type") == "model")
+
+    def compiled_sql(self, name: str, vars: dict[str, Any] | None = None) -> str:
+        """The model's SQL as dbt compiles it for this target (logged with every run)."""
+        result = self.invoke(["compile", "--select", name, "--quiet"], vars=vars, quiet=True)
+        for node_result in result.result or []:
+            node = getattr(node_result, "node", None)
+            if node is not None and getattr(node, "compiled_code", None):
+                return str(node.compiled_code)
+        raise DbtError(f"dbt compile returned no SQL for model {name}")
+
+
+def _model_from_node(node: dict[str, Any]) -> DbtModel:
+    contract = (node.get("config") or {}).get("contract") or {}
+    enforced = contract.get("enforced")
+    return DbtModel(
+        name=node["name"],
+        unique_id=node["unique_id"],
+        relation=Relation(node.get("database"), node["schema"], node.get("alias") or node["name"]),
+        columns={c["name"]: c.get("data_type") for c in (node.get("columns") or {}).values()},
+        contract_enforced=enforced is True or str(enforced).lower() == "true",
+        checksum=(node.get("checksum") or {}).get("checksum", ""),
+        original_file_path=node.get("original_file_path", ""),
+        raw_code=node.get("raw_code", ""),
+        depends_on=tuple((node.get("depends_on") or {}).get("nodes", [])),
+    )
+
+
+def _first_failure(result: Any) -> str:
+    if result.exception is not None:
+        return " ".join(str(result.exception).split())[:500]
+    for r in result.result or []:
+        status = str(getattr(r, "status", ""))
+        if status.lower() in {"error", "fail"}:
+            name = getattr(getattr(r, "node", None), "name", "?")
+            return f"{name}: {' '.join(str(getattr(r, 'message', '')).split())[:400]}"
+    return "see the dbt log above"

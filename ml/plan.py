@@ -1,0 +1,177 @@
+"""Check a recipe against the dbt project and its estimator, and resolve what it will read.
+
+`ml validate` runs exactly this; `ml train` and `ml score` run it first too, so whatever
+validate accepts is what they act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ml.dbt import DbtModel, DbtProject
+from ml.errors import RecipeError
+from ml.estimators import Task, check_params, import_class, task_of
+from ml.recipe import Recipe
+from ml.warehouse import declared_kind
+
+FEATURE_KINDS = {"int", "float", "bool", "string", "decimal"}
+_NUMERIC = {"int", "float", "bool", "decimal"}
+_CONTEXT_KINDS = {
+    "str": {"string"},
+    "int": {"int"},
+    "float": {"float", "decimal", "int"},
+    "bool": {"bool"},
+    "date": {"date"},
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A recipe resolved against the manifest: models, kinds and the feature list."""
+
+    recipe: Recipe
+    label: str
+    task: Task
+    train_model: DbtModel
+    score_model: DbtModel
+    features: list[str]
+    kinds: dict[str, str]  # column -> logical kind, from the train model's contract
+
+    @property
+    def context_columns(self) -> dict[str, str]:
+        return {name: (p.column or name) for name, p in self.recipe.context.items()}
+
+    @property
+    def filter_columns(self) -> dict[str, str]:
+        return {
+            name: (p.column or name)
+            for name, p in self.recipe.context.items()
+            if "filter" in p.apply
+        }
+
+    @property
+    def train_columns(self) -> list[str]:
+        d = self.recipe.data
+        cols = [*d.entity_keys, *self.filter_columns.values(), d.target]
+        if d.treatment:
+            cols.append(d.treatment)
+        return _unique([*cols, *self.features])
+
+    @property
+    def score_columns(self) -> list[str]:
+        return _unique(
+            [*self.recipe.data.entity_keys, *self.filter_columns.values(), *self.features]
+        )
+
+
+def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
+    d = recipe.data
+    cls = import_class(recipe.model.class_path, f"{label}: model.class_path")
+    check_params(cls, recipe.model.params, f"{label}: model")
+    task = task_of(cls)
+    if task == "uplift" and not d.treatment:
+        raise RecipeError(
+            f"{label}: data.treatment: required for the uplift estimator {recipe.model.class_path}"
+        )
+    if task != "uplift" and d.treatment:
+        raise RecipeError(
+            f"{label}: data.treatment: {recipe.model.class_path} is a {task} estimator, not an uplift one; remove data.treatment"
+        )
+
+    train = _model(project, d.train_model, f"{label}: data.train_model")
+    score = _model(project, d.score_model, f"{label}: data.score_model")
+    train_kinds = _kinds(train, f"{label}: data.train_model")
+    score_kinds = _kinds(score, f"{label}: data.score_model")
+
+    for key in d.entity_keys:
+        _need(train, train_kinds, key, f"{label}: data.entity_keys")
+        _need(score, score_kinds, key, f"{label}: data.entity_keys")
+    _need(train, train_kinds, d.target, f"{label}: data.target")
+    if train_kinds[d.target] not in _NUMERIC:
+        raise RecipeError(
+            f"{label}: data.target: column '{d.target}' of {train.name} is {train_kinds[d.target]}; expected a numeric or boolean column"
+        )
+    if d.treatment:
+        _need(train, train_kinds, d.treatment, f"{label}: data.treatment")
+        if train_kinds[d.treatment] not in {"int", "bool"}:
+            raise RecipeError(
+                f"{label}: data.treatment: column '{d.treatment}' of {train.name} is {train_kinds[d.treatment]}; expected int (0/1) or bool"
+            )
+
+    for name, param in recipe.context.items():
+        column = param.column or name
+        where = f"{label}: context.{name}"
+        if "filter" in param.apply:
+            for model, kinds in ((train, train_kinds), (score, score_kinds)):
+                _need(model, kinds, column, where)
+                if kinds[column] not in _CONTEXT_KINDS[param.type]:
+                    raise RecipeError(
+                        f"{where}: declared {param.type}, but column '{column}' of {model.name} is {kinds[column]}"
+                    )
+
+    reserved = {
+        *d.entity_keys,
+        d.target,
+        *([d.treatment] if d.treatment else []),
+        *(p.column or n for n, p in recipe.context.items()),
+    }
+    if d.features is not None:
+        features = list(d.features)
+        if not features:
+            raise RecipeError(f"{label}: data.features: the list is empty")
+    else:
+        features = [c for c, k in score_kinds.items() if c not in reserved and k in FEATURE_KINDS]
+    features = [f for f in features if f not in set(d.exclude)]
+    if not features:
+        raise RecipeError(f"{label}: data.features: no feature columns left after data.exclude")
+    for f in features:
+        if f in reserved:
+            raise RecipeError(
+                f"{label}: data.features: '{f}' is a key, target, treatment or context column, not a feature"
+            )
+        _need(train, train_kinds, f, f"{label}: data.features")
+        _need(score, score_kinds, f, f"{label}: data.features")
+        if train_kinds[f] not in FEATURE_KINDS:
+            raise RecipeError(
+                f"{label}: data.features: column '{f}' of {train.name} is {train_kinds[f]}; expected a number, boolean or string"
+            )
+        if train_kinds[f] != score_kinds[f]:
+            raise RecipeError(
+                f"{label}: data.features: column '{f}' is {train_kinds[f]} in {train.name} but {score_kinds[f]} in {score.name}"
+            )
+    return Plan(recipe, label, task, train, score, features, train_kinds)
+
+
+def _model(project: DbtProject, name: str, where: str) -> DbtModel:
+    model = project.find_model(name)
+    if model is None:
+        known = ", ".join(project.model_names()) or "none"
+        raise RecipeError(f"{where}: dbt model '{name}' not found in the project (models: {known})")
+    if not model.contract_enforced:
+        raise RecipeError(
+            f"{where}: dbt model '{name}' must have an enforced contract (config: contract: {{enforced: true}}) so its columns and types are known"
+        )
+    return model
+
+
+def _kinds(model: DbtModel, where: str) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for column, data_type in model.columns.items():
+        kind = declared_kind(data_type)
+        if kind is None:
+            raise RecipeError(
+                f"{where}: column '{column}' of dbt model {model.name} has data_type {data_type!r}; expected one of int64, float64/double, string, bool, date, timestamp"
+            )
+        kinds[column] = kind
+    return kinds
+
+
+def _need(model: DbtModel, kinds: dict[str, str], column: str, where: str) -> None:
+    if column not in kinds:
+        raise RecipeError(
+            f"{where}: column '{column}' is not in the contract of dbt model {model.name}"
+        )
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,230 @@
+"""Recipe schema and loading: one YAML file fully defines a model.
+
+Loading checks the file's own shape only (types, required keys, no unknown keys). Whether the
+recipe fits the dbt project and the estimator's signature is `ml.validate`'s job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ml.errors import ConfigError, RecipeError
+from ml.yamlio import format_validation_error, read_yaml
+
+Phase = Literal["train", "score"]
+ContextType = Literal["str", "int", "float", "bool", "date"]
+_PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassSpec(_Strict):
+    """An object built from a class path; nested specs may appear inside params."""
+
+    class_path: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PhaseDefaults(_Strict):
+    train: Any = None
+    score: Any = None
+
+
+class ContextParam(_Strict):
+    """A typed run-time parameter, e.g. campaign_id. Applied as a bound filter and/or dbt var."""
+
+    type: ContextType
+    apply: list[Literal["filter", "var"]] = Field(default_factory=lambda: ["filter"], min_length=1)
+    column: str | None = None
+    default: Any = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _default_is_typed(self) -> ContextParam:
+        for phase in ("train", "score"):
+            value = self.default_for(phase)  # type: ignore[arg-type]
+            if value is not None:
+                try:
+                    coerce_context_value(self, value)
+                except ValueError as exc:
+                    raise ValueError(f"default: {exc}") from None
+        return self
+
+    def default_for(self, phase: Phase) -> Any:
+        if isinstance(self.default, dict):
+            return PhaseDefaults.model_validate(self.default).model_dump()[phase]
+        return self.default
+
+
+class DataSpec(_Strict):
+    train_model: str
+    score_model: str
+    entity_keys: list[str] = Field(min_length=1)
+    target: str
+    treatment: str | None = None
+    features: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+
+
+class PreprocessingSpec(_Strict):
+    impute_numeric: Literal["median", "mean", "zero", "none"] = "median"
+    impute_categorical: Literal["constant", "most_frequent"] = "constant"
+    encoding: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: int | None = Field(20, ge=2)
+    scale: bool = False
+
+
+class SplitSpec(_Strict):
+    method: Literal["random", "column"] = "random"
+    test_size: float = Field(0.3, gt=0, lt=1)
+    stratify: bool = True
+    column: str | None = None
+    test_values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _column_split_needs_column(self) -> SplitSpec:
+        if self.method == "column" and (not self.column or not self.test_values):
+            raise ValueError("method 'column' needs 'column' and 'test_values'")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    metrics: list[str] | None = None
+    plots: bool = True
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    data: DataSpec
+    context: dict[str, ContextParam] = Field(default_factory=dict)
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    model: ClassSpec
+    split: SplitSpec = SplitSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    seed: int = 42
+
+    @field_validator("context")
+    @classmethod
+    def _context_names(cls, value: dict[str, ContextParam]) -> dict[str, ContextParam]:
+        for name in value:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"context param name {name!r} must match {NAME_PATTERN}")
+        return value
+
+    @property
+    def experiment_name(self) -> str:
+        return self.name
+
+
+def coerce_context_value(param: ContextParam, value: Any) -> Any:
+    """Check a context value against its declared type; only lossless conversions pass."""
+    expected = param.type
+    if expected == "str" and isinstance(value, str):
+        return value
+    if expected == "bool" and isinstance(value, bool):
+        return value
+    if expected == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if expected == "date":
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+    raise ValueError(f"expected {_describe(expected)}, got {type(value).__name__} {value!r}")
+
+
+def _describe(kind: str) -> str:
+    return {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "date": "an ISO date (YYYY-MM-DD)",
+    }[kind]
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe; the recipe name defaults to the file's stem."""
+    path = Path(path)
+    label = str(path)
+    data = read_yaml(path, RecipeError, label)
+    if data is None:
+        raise RecipeError(f"{label}: the file is empty (expected a recipe mapping)")
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{label}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    data.setdefault("name", path.stem)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, label)) from None
+
+
+def recipe_from_dict(data: dict[str, Any], label: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, label)) from None
+
+
+def parse_context_params(raw: str | None) -> dict[str, Any]:
+    """Parse `--context-params` JSON into a mapping (types are checked against the recipe later)."""
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--context-params: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f'--context-params: expected a JSON object like {{"campaign_id": "..."}}, got {type(value).__name__}'
+        )
+    return value
+
+
+def resolve_context(
+    recipe: Recipe,
+    given: dict[str, Any],
+    phase: Phase,
+    label: str = "--context-params",
+    required: bool = True,
+) -> dict[str, Any]:
+    """Merge given values over the recipe's defaults for a phase; every declared param needs a value."""
+    unknown = sorted(set(given) - set(recipe.context))
+    if unknown:
+        declared = ", ".join(sorted(recipe.context)) or "none"
+        raise ConfigError(
+            f"{label}: unknown context param '{unknown[0]}' (recipe {recipe.name} declares: {declared})"
+        )
+    resolved: dict[str, Any] = {}
+    for name, param in recipe.context.items():
+        value = given.get(name, param.default_for(phase))
+        if value is None:
+            if not required:
+                continue
+            raise ConfigError(
+                f"{label}: context param '{name}' is required for {phase} (recipe {recipe.name} has no {phase} default)"
+            )
+        try:
+            resolved[name] = coerce_context_value(param, value)
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {name}: {exc}") from None
+    return resolved

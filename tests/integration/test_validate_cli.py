@@ -1,0 +1,256 @@
+"""`ml validate`: the demo recipes pass; every bad input fails with one line, exit 2, no writes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ml.cli import main
+
+DEMO = ["example_recipe", "xgboost_x_learner", "causal_forest", "conversion_xgb"]
+
+
+@pytest.fixture
+def run(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Point every write location into tmp so a test can prove nothing was written.
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ML_DUCKDB_PATH", str(tmp_path / "wh" / "warehouse.duckdb"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(main, list(args))
+        return result
+
+    invoke.tmp = tmp_path  # type: ignore[attr-defined]
+    return invoke
+
+
+def _write(tmp_path: Path, recipe: dict, name: str = "bad.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
+
+
+def _recipe(root: Path, name: str = "xgboost_x_learner") -> dict:
+    return yaml.safe_load((root / "recipes" / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", DEMO)
+def test_demo_recipes_validate(run, name: str) -> None:
+    result = run("validate", "--recipe", f"recipes/{name}.yaml")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"OK  recipes/{name}.yaml")
+
+
+def test_validate_json_lists_features_and_relations(run) -> None:
+    import json
+
+    result = run("validate", "--recipe", "recipes/xgboost_x_learner.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["task"] == "uplift"
+    assert report["train_relation"].endswith("analytics_loaders.train_uplift")
+    assert "recency_days" in report["features"]
+    assert not {"customer_id", "campaign_id", "converted", "treatment"} & set(report["features"])
+
+
+def _mutate(recipe: dict, path: str, value) -> dict:
+    keys = path.split(".")
+    node = recipe
+    for key in keys[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return recipe
+
+
+_DELETE = object()
+
+# (id, base recipe, field path, new value, expected error after "bad.yaml: ")
+CASES = [
+    ("unknown-key", "xgboost_x_learner", "data.featurez", ["a"], r"data.featurez: unknown key"),
+    (
+        "param-wrong-type",
+        "conversion_xgb",
+        "model.params.max_depth",
+        "six",
+        r"model.params.max_depth: input should be a valid integer.*\(got 'six'\)",
+    ),
+    (
+        "nested-param-wrong-type",
+        "xgboost_x_learner",
+        "model.params.models.params.n_estimators",
+        "many",
+        r"model.params.models.params.n_estimators: input should be a valid integer",
+    ),
+    (
+        "recipe-field-wrong-type",
+        "xgboost_x_learner",
+        "split.test_size",
+        "most",
+        r"split.test_size: input should be a valid number.*\(got 'most'\)",
+    ),
+    (
+        "unknown-dbt-model",
+        "xgboost_x_learner",
+        "data.train_model",
+        "train_upliftt",
+        r"data.train_model: dbt model 'train_upliftt' not found in the project",
+    ),
+    (
+        "feature-not-in-model",
+        "xgboost_x_learner",
+        "data.features",
+        ["recency_days", "shoe_size"],
+        r"data.features: column 'shoe_size' is not in the contract of dbt model train_uplift",
+    ),
+    (
+        "target-missing-from-model",
+        "xgboost_x_learner",
+        "data.target",
+        "purchased",
+        r"data.target: column 'purchased' is not in the contract of dbt model train_uplift",
+    ),
+    (
+        "target-key-missing",
+        "xgboost_x_learner",
+        "data.target",
+        _DELETE,
+        r"data.target: required key is missing",
+    ),
+    (
+        "treatment-for-non-uplift",
+        "conversion_xgb",
+        "data.treatment",
+        "treatment",
+        r"data.treatment: xgboost.XGBClassifier is a classification estimator, not an uplift one",
+    ),
+    (
+        "treatment-missing-for-uplift",
+        "xgboost_x_learner",
+        "data.treatment",
+        _DELETE,
+        r"data.treatment: required for the uplift estimator econml.metalearners.XLearner",
+    ),
+    (
+        "estimator-not-importable",
+        "conversion_xgb",
+        "model.class_path",
+        "xgboost.NoSuchModel",
+        r"model.class_path: 'xgboost.NoSuchModel' is not a class in module xgboost",
+    ),
+    (
+        "estimator-module-missing",
+        "conversion_xgb",
+        "model.class_path",
+        "nosuchpkg.Model",
+        r"model.class_path: cannot import 'nosuchpkg.Model' \(No module named 'nosuchpkg'\)",
+    ),
+    (
+        "param-not-accepted",
+        "xgboost_x_learner",
+        "model.params.cate_modelz",
+        {"class_path": "xgboost.XGBRegressor"},
+        r"model.params.cate_modelz: XLearner does not accept parameter 'cate_modelz'",
+    ),
+    (
+        "context-default-wrong-type",
+        "xgboost_x_learner",
+        "context.campaign_id.default",
+        202609,
+        r"context.campaign_id.default: expected a string, got int 202609",
+    ),
+    (
+        "context-type-vs-column",
+        "xgboost_x_learner",
+        "context.campaign_id",
+        {"type": "int", "apply": ["filter"], "default": {"train": 1, "score": 2}},
+        r"context.campaign_id: declared int, but column 'campaign_id' of train_uplift is string",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "base", "path", "value", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_recipe(run, root: Path, case: str, base: str, path: str, value, expected: str) -> None:
+    recipe_path = _write(run.tmp, _mutate(_recipe(root, base), path, value))
+    result = run("validate", "--recipe", recipe_path)
+    _assert_one_line_error(result, re.escape(recipe_path) + ": " + expected)
+    _assert_nothing_written(run.tmp)
+
+
+def test_recipe_file_missing(run) -> None:
+    result = run("validate", "--recipe", "recipes/nope.yaml")
+    _assert_one_line_error(result, r"recipes/nope.yaml: file not found")
+
+
+def test_recipe_yaml_syntax_error_has_line_number(run) -> None:
+    path = run.tmp / "broken.yaml"
+    path.write_text(
+        "name: broken\ndata:\n  train_model: train_uplift\n  entity_keys: [customer_id\nmodel: {}\n"
+    )
+    result = run("validate", "--recipe", str(path))
+    _assert_one_line_error(
+        result, re.escape(str(path)) + r": YAML syntax error at line 5, column \d+"
+    )
+
+
+def test_unknown_app_env(run) -> None:
+    result = run("--env", "staging", "validate", "--recipe", "recipes/xgboost_x_learner.yaml")
+    _assert_one_line_error(result, r"APP_ENV 'staging' is unknown: expected one of dev, prod")
+
+
+def test_required_env_var_unset(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = run("--env", "prod", "validate", "--recipe", "recipes/xgboost_x_learner.yaml")
+    _assert_one_line_error(
+        result,
+        r"config/prod.yaml: warehouse.bigquery.project: environment variable BQ_PROJECT is not set",
+    )
+
+
+def test_malformed_context_params_json(run) -> None:
+    result = run(
+        "validate",
+        "--recipe",
+        "recipes/xgboost_x_learner.yaml",
+        "--context-params",
+        "{campaign_id: x}",
+    )
+    _assert_one_line_error(result, r"--context-params: invalid JSON at line 1 column 2")
+
+
+def test_context_param_of_wrong_type(run) -> None:
+    result = run(
+        "validate",
+        "--recipe",
+        "recipes/xgboost_x_learner.yaml",
+        "--context-params",
+        '{"campaign_id": 7}',
+    )
+    _assert_one_line_error(result, r"--context-params: campaign_id: expected a string, got int 7")
+
+
+def test_debug_shows_traceback(run) -> None:
+    result = run("--debug", "validate", "--recipe", "recipes/nope.yaml")
+    assert result.exit_code == 2
+    assert "Traceback" in result.output
+
+
+def _assert_one_line_error(result, pattern: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert re.match(r"^Error: " + pattern, lines[0]), lines[0]
+
+
+def _assert_nothing_written(tmp: Path) -> None:
+    assert not (tmp / "wh").exists(), "validate must not touch the warehouse"
+    assert not (tmp / "mlruns").exists(), "validate must not touch the MLflow store"
