@@ -1,0 +1,162 @@
+"""Preprocessing fitted on the training split only, applied identically at score and serve time.
+
+Pure numpy over a mapping of column -> array, so batch scoring and the online fast path never
+build a DataFrame. Unseen categories at score time fall into each column's "other" slot (one-hot)
+or code -1 (ordinal); they never raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml.recipe import PreprocessingSpec
+
+MISSING = "__missing__"
+OTHER = "__other__"
+
+
+@dataclass
+class _Numeric:
+    name: str
+    fill: float | None
+    center: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass
+class _Categorical:
+    name: str
+    categories: list[str]  # in output order; one-hot adds an OTHER slot after them
+    fill: str = MISSING
+
+
+@dataclass
+class Preprocessor:
+    spec: PreprocessingSpec
+    numeric: list[_Numeric] = field(default_factory=list)
+    categorical: list[_Categorical] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # input features in recipe order
+
+    @classmethod
+    def fit(
+        cls, columns: Mapping[str, Any], kinds: Mapping[str, str], spec: PreprocessingSpec
+    ) -> Preprocessor:
+        pre = cls(spec=spec, order=list(kinds))
+        for name, kind in kinds.items():
+            values = columns[name]
+            if kind == "string":
+                pre.categorical.append(_fit_categorical(name, values, spec))
+            else:
+                pre.numeric.append(_fit_numeric(name, values, spec))
+        return pre
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Output column names (numeric first, then encoded categoricals)."""
+        names = [n.name for n in self.numeric]
+        for c in self.categorical:
+            if self.spec.encoding == "onehot":
+                names += [f"{c.name}={v}" for v in c.categories] + [f"{c.name}={OTHER}"]
+            else:
+                names.append(c.name)
+        return names
+
+    def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """A float32 matrix; `columns` maps feature name -> array-like (Arrow, numpy or list)."""
+        n = _length(columns[self.order[0]]) if self.order else 0
+        blocks: list[np.ndarray] = []
+        if self.numeric:
+            num = np.empty((n, len(self.numeric)), dtype=np.float32)
+            for j, col in enumerate(self.numeric):
+                x = _as_float(columns[col.name])
+                if col.fill is not None:
+                    x = np.where(np.isnan(x), col.fill, x)
+                num[:, j] = (x - col.center) / col.scale
+            blocks.append(num)
+        for col in self.categorical:
+            codes = _codes(columns[col.name], col)
+            if self.spec.encoding == "onehot":
+                onehot = np.zeros((n, len(col.categories) + 1), dtype=np.float32)
+                onehot[np.arange(n), np.where(codes < 0, len(col.categories), codes)] = 1.0
+                blocks.append(onehot)
+            else:
+                blocks.append(codes.astype(np.float32).reshape(-1, 1))
+        return np.hstack(blocks) if blocks else np.empty((n, 0), dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What was learned, as JSON (logged with the run for inspection)."""
+        return {
+            "spec": self.spec.model_dump(),
+            "numeric": [vars(c) for c in self.numeric],
+            "categorical": [vars(c) for c in self.categorical],
+            "output_features": self.feature_names,
+        }
+
+
+def _fit_numeric(name: str, values: Any, spec: PreprocessingSpec) -> _Numeric:
+    x = _as_float(values)
+    finite = x[~np.isnan(x)]
+    fill: float | None
+    if spec.impute_numeric == "none":
+        fill = None
+    elif spec.impute_numeric == "zero" or finite.size == 0:
+        fill = 0.0
+    elif spec.impute_numeric == "mean":
+        fill = float(finite.mean())
+    else:
+        fill = float(np.median(finite))
+    col = _Numeric(name, fill)
+    if spec.scale and finite.size:
+        std = float(finite.std())
+        col.center, col.scale = float(finite.mean()), (std if std > 0 else 1.0)
+    return col
+
+
+def _fit_categorical(name: str, values: Any, spec: PreprocessingSpec) -> _Categorical:
+    strings = _as_str(values)
+    present = strings[strings != MISSING]
+    fill = MISSING
+    if spec.impute_categorical == "most_frequent" and present.size:
+        uniq, counts = np.unique(present, return_counts=True)
+        fill = str(uniq[np.argmax(counts)])
+        strings = np.where(strings == MISSING, fill, strings)
+    uniq, counts = np.unique(strings, return_counts=True)
+    order = sorted(zip(uniq.tolist(), counts.tolist(), strict=True), key=lambda p: (-p[1], p[0]))
+    keep = [v for v, _ in order]
+    if spec.max_categories is not None and len(keep) > spec.max_categories - 1:
+        keep = keep[: spec.max_categories - 1]  # the rest share the OTHER slot
+    return _Categorical(name, sorted(keep), fill)
+
+
+def _codes(values: Any, col: _Categorical) -> np.ndarray:
+    strings = _as_str(values)
+    if col.fill != MISSING:
+        strings = np.where(strings == MISSING, col.fill, strings)
+    lookup = {v: i for i, v in enumerate(col.categories)}
+    return np.fromiter((lookup.get(s, -1) for s in strings), dtype=np.int64, count=len(strings))
+
+
+def _length(values: Any) -> int:
+    return len(values)
+
+
+def _as_float(values: Any) -> np.ndarray:
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
+        try:
+            values = values.to_numpy(zero_copy_only=False)
+        except TypeError:
+            values = values.to_numpy()
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
+    return arr.astype(np.float64, copy=False)
+
+
+def _as_str(values: Any) -> np.ndarray:
+    if hasattr(values, "to_pylist"):
+        values = values.to_pylist()
+    return np.array([MISSING if v is None else str(v) for v in values], dtype=object)
