@@ -162,6 +162,72 @@ def train(
         click.echo(f"  {name:<{width}}  {value:.4f}")
 
 
+@main.command()
+@click.option("--run-id", default=None, help="Training run to score with.")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    metavar="NAME[@ALIAS]",
+    help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
+)
+@click.option(
+    "--context-params",
+    default=None,
+    metavar="JSON",
+    help="Context values as a JSON object (default: the recipe's score defaults).",
+)
+@click.option(
+    "--build/--no-build",
+    default=False,
+    show_default=True,
+    help="dbt build the recipe's scoring model (and its parents) first.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (rows, relation, seconds, run ids).",
+)
+@click.pass_context
+def score(
+    ctx: click.Context,
+    run_id: str | None,
+    model: str | None,
+    context_params: str | None,
+    build: bool,
+    as_json: bool,
+) -> None:
+    """Score a population with a trained model and write the scores to the warehouse."""
+    from ml.progress import Steps, progress_bar
+    from ml.score import ModelRef
+    from ml.score import score as run_score
+
+    settings = _settings(ctx)
+    ref = ModelRef.parse(run_id, model)
+    result = run_score(
+        settings,
+        ref,
+        context_params,
+        build=build,
+        steps=Steps(enabled=True),
+        on_batch=progress_bar(sys.stderr),
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    version = f" version {result.model_version}" if result.model_version else ""
+    click.echo(
+        f"\nwrote {result.rows:,} scores to {result.relation} in {result.seconds:.1f}s "
+        f"({result.rows / max(result.seconds, 1e-9):,.0f} rows/s)"
+    )
+    click.echo(
+        f"model {result.model_name}{version}, run {result.run_id}; scoring run {result.score_run_id}"
+    )
+    if result.drifted:
+        click.echo(f"drift: PSI > 0.2 for {', '.join(result.drifted)}")
+
+
 @main.command("demo-data")
 @click.option(
     "--customers",

@@ -35,6 +35,7 @@ class DbtSettings(_Strict):
 
 class DuckDBSettings(_Strict):
     path: Path
+    lock_timeout_seconds: float = Field(60.0, ge=0)
     threads: int | None = None
     memory_limit: str | None = None
 

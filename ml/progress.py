@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
@@ -36,3 +36,21 @@ class Steps:
     def note(self, text: str) -> None:
         if self.enabled:
             self.stream.write(f"  {text}\n")
+
+
+def progress_bar(stream: TextIO, width: int = 30) -> Callable[[int, int], None] | None:
+    """A rows/s bar redrawn in place on a terminal; nothing when stream is not a TTY."""
+    if not stream.isatty():
+        return None
+    start = time.perf_counter()
+
+    def update(done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        bar = "#" * int(frac * width)
+        stream.write(f"\r  [{bar:<{width}}] {done:,}/{total:,} rows  {rate:,.0f} rows/s")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return update

@@ -107,6 +107,7 @@ def _train_in_run(
     import mlflow
 
     from ml import dataset
+    from ml.drift import reference_profile
     from ml.estimators import build as build_estimator
     from ml.evaluate import evaluate
     from ml.model import TrainingSchema, feature_importances, fit_estimator, predict_matrix
@@ -199,6 +200,8 @@ def _train_in_run(
         mlflow.log_metrics(ev.metrics)
         mlflow.log_metrics({f"rows_{k}": float(v) for k, v in rows.items()})
         compiled = _compiled_sql(project, p, dbt_vars)
+        # the training distribution batch scoring measures drift against
+        mlflow.log_dict(reference_profile(train_cols, kinds), "schema/reference_profile.json")
         model_uri = _log_artifacts(
             settings, p, schema, pre, estimator, ev, compiled, test_cols, score
         )
@@ -320,6 +323,7 @@ def _register(p: Plan, run_id: str, model_uri: str, alias: str | None, steps: St
 
 def _tags(settings: Settings, p: Plan, context: dict[str, Any], commit: str) -> dict[str, str]:
     return {
+        "ml.kind": "train",
         "ml.recipe": p.recipe.name,
         "ml.task": p.task,
         "ml.git_commit": commit,

@@ -7,6 +7,7 @@ compiler quotes, never as text pasted into a query.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -99,12 +100,24 @@ class Warehouse:
                 )
             path = self.settings.path(wh.duckdb.path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                return ibis.duckdb.connect(str(path))
-            except Exception as exc:  # noqa: BLE001 - a locked or corrupt file
-                raise WarehouseError(
-                    f"{path}: cannot open the DuckDB file ({_one_line(exc)})"
-                ) from None
+            # One process may hold a DuckDB file for writing; others wait their turn, bounded.
+            deadline = time.monotonic() + wh.duckdb.lock_timeout_seconds
+            while True:
+                try:
+                    return ibis.duckdb.connect(str(path))
+                except Exception as exc:  # noqa: BLE001 - a locked or corrupt file
+                    locked = "lock" in str(exc).lower()
+                    if locked and time.monotonic() < deadline:
+                        time.sleep(0.25)
+                        continue
+                    if locked:
+                        raise WarehouseError(
+                            f"{path}: locked by another process for {wh.duckdb.lock_timeout_seconds:g}s "
+                            f"({_one_line(exc)}); retry when it has finished"
+                        ) from None
+                    raise WarehouseError(
+                        f"{path}: cannot open the DuckDB file ({_one_line(exc)})"
+                    ) from None
         raise ConfigError(f"config: warehouse.type: '{wh.type}' is not supported by this build")
 
     def close(self) -> None:
@@ -143,14 +156,17 @@ class Warehouse:
         schema = self.table(relation).schema()
         return {name: ibis_kind(dtype) for name, dtype in schema.items()}
 
-    def query(self, relation: Relation, columns: list[str], filters: Mapping[str, Any]) -> Any:
+    def _filtered(self, relation: Relation, filters: Mapping[str, Any]) -> Any:
         import ibis
 
         t = self.table(relation)
         expr = t
         for column, value in filters.items():
             expr = expr.filter(t[column] == ibis.literal(value, type=_literal_type(value)))
-        return expr.select(*columns)
+        return expr
+
+    def query(self, relation: Relation, columns: list[str], filters: Mapping[str, Any]) -> Any:
+        return self._filtered(relation, filters).select(*columns)
 
     def read_arrow(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
@@ -171,16 +187,32 @@ class Warehouse:
             raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
         yield from reader
 
-    def count(self, relation: Relation, filters: Mapping[str, Any]) -> int:
-        import ibis
-
-        t = self.table(relation)
-        expr = t
-        for column, value in filters.items():
-            expr = expr.filter(t[column] == ibis.literal(value, type=_literal_type(value)))
-        return int(expr.count().execute())
+    def key_stats(
+        self, relation: Relation, keys: list[str], filters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Rows, null keys and distinct keys of a filtered relation, computed in the warehouse."""
+        expr = self._filtered(relation, filters)
+        aggs = {"rows": expr.count()}
+        aggs.update({f"nulls_{k}": expr[k].isnull().sum() for k in keys})
+        try:
+            row = expr.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+            distinct = int(expr.select(*keys).distinct().count().to_pyarrow().as_py())
+        except Exception as exc:  # noqa: BLE001
+            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+        return {
+            "rows": int(row["rows"] or 0),
+            "nulls": {k: int(row[f"nulls_{k}"] or 0) for k in keys},
+            "distinct": distinct,
+        }
 
     # -- writing -----------------------------------------------------------------------------
+    def slice_writer(self, schema: str, name: str, slice_: Mapping[str, Any]) -> SliceWriter:
+        if self.kind != "duckdb":
+            raise ConfigError(
+                f"config: warehouse.type: '{self.kind}' is not supported by this build"
+            )
+        return SliceWriter(self, schema, name, slice_)
+
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         """Create or replace whole tables (used to load raw demo data)."""
         if self.kind == "duckdb":
@@ -202,6 +234,63 @@ class Warehouse:
                 ) from None
             return
         raise ConfigError(f"config: warehouse.type: '{self.kind}' is not supported by this build")
+
+
+class SliceWriter:
+    """Replaces one slice of a table (rows matching `slice`) in a single transaction.
+
+    Rows become visible all at once on commit; a crash before it leaves the previous rows as
+    they were (DuckDB rolls the open transaction back), so no partial batch is ever visible.
+    """
+
+    def __init__(self, wh: Warehouse, schema: str, name: str, slice_: Mapping[str, Any]) -> None:
+        self.schema, self.name, self.slice = schema, name, dict(slice_)
+        self.qualified = f'"{_ident(schema)}"."{_ident(name)}"'
+        self.rows = 0
+        self._con = wh.con.con.cursor()  # its own connection: reads stream on the other one
+        self._started = False
+
+    def __enter__(self) -> SliceWriter:
+        self._con.execute("begin transaction")
+        self._con.execute(f'create schema if not exists "{_ident(self.schema)}"')
+        return self
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not self._started:
+            self._prepare(batch.schema)
+            self._started = True
+        self._con.register("_ml_batch", batch)
+        try:
+            self._con.execute(f"insert into {self.qualified} by name select * from _ml_batch")
+        finally:
+            self._con.unregister("_ml_batch")
+        self.rows += batch.num_rows
+
+    def _prepare(self, schema: pa.Schema) -> None:
+        import pyarrow as pa
+
+        self._con.register("_ml_empty", pa.table({f.name: pa.array([], f.type) for f in schema}))
+        self._con.execute(f"create table if not exists {self.qualified} as select * from _ml_empty")
+        self._con.unregister("_ml_empty")
+        existing = [
+            r[0] for r in self._con.execute(f"select * from {self.qualified} limit 0").description
+        ]
+        if set(existing) != set(schema.names):
+            raise WarehouseError(
+                f"{self.schema}.{self.name}: existing columns ({', '.join(existing)}) differ from the scores "
+                f"({', '.join(schema.names)}); drop or rename the old table"
+            )
+        where = " and ".join(f'"{_ident(c)}" = ?' for c in self.slice) or "true"
+        self._con.execute(f"delete from {self.qualified} where {where}", list(self.slice.values()))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._con.execute("commit")
+            else:
+                self._con.execute("rollback")
+        finally:
+            self._con.close()
 
 
 def _literal_type(value: Any) -> str | None:

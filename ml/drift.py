@@ -1,0 +1,112 @@
+"""Feature drift: a reference profile of the training data, and PSI of a scored population
+against it, accumulated batch by batch so scoring stays streaming.
+
+PSI = sum over bins of (a - e) * ln(a / e), with e the training share and a the scoring share of
+a bin, both floored at 1e-4. Numeric bins are the training deciles (plus one bin for nulls);
+categorical bins are the training categories plus one for anything unseen. PSI > 0.2 is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+PSI_THRESHOLD = 0.2
+_FLOOR = 1e-4
+UNSEEN = "__unseen__"
+NULL = "__null__"
+
+
+def reference_profile(columns: Mapping[str, Any], kinds: Mapping[str, str]) -> dict[str, Any]:
+    """Bins and shares of each training feature (JSON-serializable, logged with the run)."""
+    profile: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        if kind == "string":
+            values = np.array(
+                ["__null__" if v is None else str(v) for v in columns[name]], dtype=object
+            )
+            cats, counts = np.unique(values, return_counts=True)
+            profile[name] = {
+                "kind": "categorical",
+                "categories": cats.tolist(),
+                "shares": (counts / counts.sum()).tolist(),
+            }
+        else:
+            x = np.asarray(columns[name], dtype=np.float64)
+            finite = x[~np.isnan(x)]
+            edges = (
+                np.unique(np.quantile(finite, np.linspace(0.1, 0.9, 9)))
+                if finite.size
+                else np.array([])
+            )
+            counts = _numeric_counts(x, edges)
+            profile[name] = {
+                "kind": "numeric",
+                "edges": edges.tolist(),
+                "shares": (counts / counts.sum()).tolist(),
+            }
+    return profile
+
+
+class DriftAccumulator:
+    """Counts scored rows into the reference bins, one batch at a time."""
+
+    def __init__(self, profile: Mapping[str, Any]) -> None:
+        self.profile = profile
+        self.counts: dict[str, np.ndarray] = {
+            n: np.zeros(len(p["shares"]) + (1 if p["kind"] == "categorical" else 0))
+            for n, p in profile.items()
+        }
+
+    def add(self, columns: Mapping[str, Any]) -> None:
+        for name, ref in self.profile.items():
+            if name not in columns:
+                continue
+            if ref["kind"] == "categorical":
+                index = {c: i for i, c in enumerate(ref["categories"])}
+                unseen = len(ref["categories"])
+                for v in _strings(columns[name]):
+                    self.counts[name][index.get(v, unseen)] += 1
+            else:
+                x = np.asarray(columns[name], dtype=np.float64)
+                self.counts[name] += _numeric_counts(x, np.asarray(ref["edges"]))
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, ref in self.profile.items():
+            expected = np.asarray(ref["shares"], dtype=np.float64)
+            counts = self.counts[name]
+            total = counts.sum()
+            if total == 0:
+                continue
+            if ref["kind"] == "categorical":
+                expected = np.append(expected, 0.0)  # nothing unseen in training
+            actual = counts / total
+            value = psi(expected, actual)
+            out[name] = {"psi": value, "drifted": value > PSI_THRESHOLD}
+        return out
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e = np.maximum(np.asarray(expected, dtype=np.float64), _FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=np.float64), _FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    nulls = np.isnan(x)
+    bins = (
+        np.searchsorted(edges, x[~nulls], side="right")
+        if edges.size
+        else np.zeros((~nulls).sum(), dtype=int)
+    )
+    counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.float64)
+    return np.append(counts, float(nulls.sum()))
+
+
+def _strings(values: Any) -> list[str]:
+    if hasattr(values, "to_pylist"):
+        values = values.to_pylist()
+    return [NULL if v is None else str(v) for v in values]
