@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class DbtProject:
         if vars:
             full += ["--vars", json.dumps(vars, default=str)]
         sink = io.StringIO() if quiet else sys.stderr
-        with contextlib.redirect_stdout(sink):
+        with self._locked(), contextlib.redirect_stdout(sink):
             result = dbtRunner().invoke(full)
         if not result.success:
             detail = _first_failure(result)
@@ -81,11 +82,29 @@ class DbtProject:
         self._manifest = None
         return result
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Concurrent `ml` processes take turns with dbt's target folder (manifest writes)."""
+        import fcntl
+
+        self.target_path.mkdir(parents=True, exist_ok=True)
+        with open(self.target_path / ".ml.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def parse(self) -> None:
         self.invoke(["parse", "--quiet"])
 
     def build(self, select: str, vars: dict[str, Any] | None = None) -> None:
-        self.invoke(["build", "--select", select, "--quiet"], vars=vars)
+        # cautious: run only the tests of what was selected, not those of other models that
+        # merely ref it (a relationships test of a downstream mart would need that mart built)
+        self.invoke(
+            ["build", "--select", select, "--indirect-selection", "cautious", "--quiet"],
+            vars=vars,
+        )
 
     # -- manifest ----------------------------------------------------------------------------
     @property
@@ -98,7 +117,8 @@ class DbtProject:
             if self._stale():
                 self.parse()
             try:
-                self._manifest = json.loads(self.manifest_path.read_text())
+                with self._locked():
+                    self._manifest = json.loads(self.manifest_path.read_text())
             except (OSError, ValueError) as exc:
                 raise DbtError(
                     f"{self.manifest_path}: cannot read the dbt manifest ({exc})"

@@ -346,22 +346,39 @@ def _pipeline(
 
 
 def _read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate `batches` in a thread, `depth` ahead; stops the thread when the consumer stops."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     sentinel = object()
+    stop = threading.Event()
     errors: list[BaseException] = []
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def reader() -> None:
         try:
             for b in batches:
-                q.put(b)
-        except BaseException as exc:  # noqa: BLE001
+                if not put(b):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             errors.append(exc)
         finally:
-            q.put(sentinel)
+            put(sentinel)
 
-    threading.Thread(target=reader, name="ml-score-reader", daemon=True).start()
-    while (item := q.get()) is not sentinel:
-        yield item
+    thread = threading.Thread(target=reader, name="ml-score-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not sentinel:
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
     if errors:
         raise errors[0]
 

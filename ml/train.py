@@ -202,8 +202,9 @@ def _train_in_run(
         compiled = _compiled_sql(project, p, dbt_vars)
         # the training distribution batch scoring measures drift against
         mlflow.log_dict(reference_profile(train_cols, kinds), "schema/reference_profile.json")
+        predictions = _test_predictions(p, table, split.test, score)
         model_uri = _log_artifacts(
-            settings, p, schema, pre, estimator, ev, compiled, test_cols, score
+            settings, p, schema, pre, estimator, ev, compiled, test_cols, score, predictions
         )
     return {"metrics": ev.metrics, "rows": rows, "model_uri": model_uri}
 
@@ -227,8 +228,10 @@ def _log_artifacts(
     compiled_sql: str,
     example_cols: dict[str, Any],
     example_scores: np.ndarray,
+    test_predictions: Any,
 ) -> str:
     import mlflow
+    import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -250,12 +253,12 @@ def _log_artifacts(
         (root / "preprocessor" / "preprocessor.pkl").write_bytes(pickle.dumps(pre))
         (root / "estimator").mkdir()
         (root / "estimator" / "estimator.pkl").write_bytes(pickle.dumps(estimator))
+        (root / "evaluation").mkdir(exist_ok=True)
+        pq.write_table(test_predictions, root / "evaluation" / "test_predictions.parquet")
         mlflow.log_artifacts(str(root))
 
         example = _input_example(schema, example_cols)
-        from mlflow.models import infer_signature
-
-        signature = infer_signature(example, example_scores[: len(example)])
+        signature = _signature(schema)
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow's type-hint advice is not for us
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -270,6 +273,32 @@ def _log_artifacts(
                 pip_requirements=_pip_requirements(),
             )
     return info.model_uri
+
+
+def _test_predictions(p: Plan, table: Any, rows: np.ndarray, score: np.ndarray) -> Any:
+    """The held-out rows (keys, context, outcome) with their scores: metrics can be recomputed
+    from them, or checked against ground truth joined on the keys."""
+    import pyarrow as pa
+
+    d = p.recipe.data
+    columns = [*d.entity_keys, *p.filter_columns.values(), d.target]
+    if d.treatment:
+        columns.append(d.treatment)
+    held_out = table.select(list(dict.fromkeys(columns))).take(pa.array(rows))
+    return held_out.append_column("score", pa.array(score, type=pa.float64()))
+
+
+def _signature(schema: Any) -> Any:
+    """Numeric features are doubles (MLflow's advice for integers that may be null), strings
+    are strings; the output is one double score per row."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = [
+        ColSpec("string" if kind == "string" else "double", name)
+        for name, kind in schema.features.items()
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "score")]))
 
 
 def _input_example(schema: Any, cols: dict[str, Any], n: int = 5) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
@@ -81,6 +82,7 @@ class Warehouse:
         self.settings = settings
         self.kind = settings.warehouse.type
         self._con: Any = None
+        self._lock: Any = None
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -100,8 +102,10 @@ class Warehouse:
                 )
             path = self.settings.path(wh.duckdb.path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            # One process may hold a DuckDB file for writing; others wait their turn, bounded.
+            # One process may write a DuckDB file at a time: `ml` processes queue on a lock file
+            # (bounded wait), and a file held by anything else is retried until the same deadline.
             deadline = time.monotonic() + wh.duckdb.lock_timeout_seconds
+            self._lock = _acquire_file_lock(path.with_name(path.name + ".lock"), deadline, path)
             while True:
                 try:
                     return ibis.duckdb.connect(str(path))
@@ -110,6 +114,7 @@ class Warehouse:
                     if locked and time.monotonic() < deadline:
                         time.sleep(0.25)
                         continue
+                    self._release_lock()
                     if locked:
                         raise WarehouseError(
                             f"{path}: locked by another process for {wh.duckdb.lock_timeout_seconds:g}s "
@@ -126,6 +131,12 @@ class Warehouse:
             if disconnect:
                 disconnect()
             self._con = None
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the flock
+            self._lock = None
 
     def __enter__(self) -> Warehouse:
         return self
@@ -234,6 +245,24 @@ class Warehouse:
                 ) from None
             return
         raise ConfigError(f"config: warehouse.type: '{self.kind}' is not supported by this build")
+
+
+def _acquire_file_lock(lock_path: Path, deadline: float, db_path: Path) -> Any:
+    import fcntl
+
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held until Warehouse.close()
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise WarehouseError(
+                    f"{db_path}: in use by another ml process (waited for {lock_path.name}); "
+                    "retry when it has finished"
+                ) from None
+            time.sleep(0.1)
 
 
 class SliceWriter:

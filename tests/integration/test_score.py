@@ -1,0 +1,428 @@
+"""`ml score` against a real DuckDB warehouse and MLflow store: what lands, atomicity,
+idempotency, concurrency, dbt sources downstream, and every bad input leaving scores intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ml.cli import main
+from ml.errors import ContractError
+from ml.score import ModelRef, load_trained, score
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = "predictions.xgboost_x_learner"
+UPCOMING, PAST = "cmp_2026_12", "cmp_2026_09"
+
+
+def _con(env: dict[str, str]) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(env["ML_DUCKDB_PATH"])
+
+
+def _slice(env: dict[str, str], run_id: str, campaign: str) -> tuple[int, object]:
+    with _con(env) as con:
+        return con.execute(
+            f"select count(*), max(scored_at) from {TABLE} where run_id = ? and campaign_id = ?",
+            [run_id, campaign],
+        ).fetchone()
+
+
+def _snapshot(env: dict[str, str], dest: Path) -> None:
+    """Copy every committed row of the session warehouse into a new file `dest`."""
+    with _con(env) as con:
+        con.execute(f"attach '{dest}' as snapshot")
+        try:
+            con.execute("copy from database warehouse to snapshot")
+        finally:
+            con.execute("detach snapshot")
+
+
+def _population(env: dict[str, str], campaign: str) -> int:
+    with _con(env) as con:
+        return con.execute(
+            "select count(*) from analytics_loaders.score_uplift where campaign_id = ?", [campaign]
+        ).fetchone()[0]
+
+
+@pytest.fixture
+def scored(trained_x_learner, settings, ml_env):
+    """The upcoming campaign scored with the champion (idempotent, so safe to repeat)."""
+    return score(settings, ModelRef(name="xgboost_x_learner", alias_or_version="champion"))
+
+
+@pytest.fixture
+def generated_sources():
+    """Tests that score other recipes restore the generated dbt declarations afterwards."""
+    path = ROOT / "models" / "predictions" / "_prediction_sources.yml"
+    before = path.read_text()
+    yield path
+    path.write_text(before)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], result.output
+    return errors[0]
+
+
+def test_scores_land_with_lineage_columns(scored, trained_x_learner, ml_env) -> None:
+    assert scored.relation == TABLE
+    assert scored.rows == _population(ml_env, UPCOMING) > 40_000
+    assert scored.context == {"campaign_id": UPCOMING}
+    with _con(ml_env) as con:
+        cols = [r[0] for r in con.execute(f"describe {TABLE}").fetchall()]
+        assert cols[:2] == ["customer_id", "campaign_id"]
+        assert set(cols) == {
+            "customer_id",
+            "campaign_id",
+            "score",
+            "model_name",
+            "model_version",
+            "run_id",
+            "scored_at",
+        }
+        row = con.execute(
+            f"select count(distinct customer_id), min(model_name), min(model_version), count(*) filter (where score is null) "
+            f"from {TABLE} where run_id = ? and campaign_id = ?",
+            [trained_x_learner.run_id, UPCOMING],
+        ).fetchone()
+    assert row == (scored.rows, "xgboost_x_learner", trained_x_learner.model_version, 0)
+
+
+def test_batch_scores_equal_the_unified_pyfunc(scored, trained_x_learner, ml_env) -> None:
+    import mlflow
+    import pandas as pd
+
+    with _con(ml_env) as con:
+        frame = con.execute(
+            f"select s.*, p.score as batch_score from analytics_loaders.score_uplift s join {TABLE} p "
+            "using (customer_id, campaign_id) where p.run_id = ? and campaign_id = ? order by customer_id limit 200",
+            [trained_x_learner.run_id, UPCOMING],
+        ).df()
+    model = mlflow.pyfunc.load_model(f"models:/xgboost_x_learner/{trained_x_learner.model_version}")
+    trained = load_trained(ModelRef(run_id=trained_x_learner.run_id))
+    # the pyfunc signature takes numeric features as doubles and categories as strings
+    features = pd.DataFrame(
+        {
+            f: frame[f] if kind == "string" else frame[f].astype("float64")
+            for f, kind in trained.model.schema.features.items()
+        }
+    )
+    np.testing.assert_allclose(
+        model.predict(features), frame["batch_score"].to_numpy(), rtol=0, atol=1e-9
+    )
+
+
+def test_rescoring_replaces_the_slice_and_leaves_others(
+    scored, trained_x_learner, settings, ml_env
+) -> None:
+    past = score(settings, ModelRef(run_id=trained_x_learner.run_id), {"campaign_id": PAST})
+    upcoming_before = _slice(ml_env, trained_x_learner.run_id, UPCOMING)
+    again = score(settings, ModelRef(run_id=trained_x_learner.run_id), {"campaign_id": PAST})
+    assert again.rows == past.rows == _population(ml_env, PAST)
+    assert (
+        _slice(ml_env, trained_x_learner.run_id, PAST)[0] == past.rows
+    )  # replaced, not duplicated
+    assert (
+        _slice(ml_env, trained_x_learner.run_id, UPCOMING) == upcoming_before
+    )  # other context untouched
+
+
+def test_crash_between_batches_leaves_previous_scores(
+    scored, trained_x_learner, settings, ml_env, monkeypatch
+) -> None:
+    from ml.model import ScoringModel
+
+    before = _slice(ml_env, trained_x_learner.run_id, UPCOMING)
+    calls = {"n": 0}
+    original = ScoringModel.predict_columns
+
+    def crash_on_third_batch(self, columns):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected crash")
+        return original(self, columns)
+
+    monkeypatch.setattr(ScoringModel, "predict_columns", crash_on_third_batch)
+    small = settings.model_copy(
+        update={"predictions": settings.predictions.model_copy(update={"batch_size": 5000})}
+    )
+    with pytest.raises(RuntimeError, match="injected crash"):
+        score(small, ModelRef(run_id=trained_x_learner.run_id))
+    assert calls["n"] == 3  # two batches were written inside the transaction before the crash
+    assert _slice(ml_env, trained_x_learner.run_id, UPCOMING) == before
+    with _con(ml_env) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'predictions'"
+            ).fetchall()
+        }
+    assert tables <= {"xgboost_x_learner", "conversion_xgb", "causal_forest", "no_score_default"}
+
+
+def test_score_cli_json_and_scoring_run(scored, trained_x_learner, ml_env) -> None:
+    import mlflow
+
+    result = CliRunner().invoke(main, ["score", "--run-id", trained_x_learner.run_id, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["rows"] == scored.rows and payload["relation"] == TABLE
+    assert payload["run_id"] == trained_x_learner.run_id and payload["seconds"] > 0
+    run = mlflow.get_run(payload["score_run_id"])
+    assert (
+        run.data.tags["ml.kind"] == "score"
+        and run.data.tags["ml.source_run_id"] == trained_x_learner.run_id
+    )
+    assert run.data.metrics["rows"] == scored.rows
+    assert run.data.params["input_relation"].endswith("analytics_loaders.score_uplift")
+    assert run.data.params["output_relation"] == TABLE
+    psi = {k: v for k, v in run.data.metrics.items() if k.startswith("psi.")}
+    assert set(psi) == {
+        f"psi.{f}"
+        for f in load_trained(ModelRef(run_id=trained_x_learner.run_id)).model.schema.features
+    }
+    report = mlflow.artifacts.load_dict(f"runs:/{payload['score_run_id']}/drift/drift_report.json")
+    assert report["threshold"] == 0.2 and set(report["drifted"]) == {
+        k for k, v in report["features"].items() if v["drifted"]
+    }
+    # the upcoming campaign's channel differs from the training campaign's: real drift, flagged
+    assert "campaign_channel" in report["drifted"]
+
+
+def test_dbt_source_declared_and_downstream_builds(
+    scored, trained_x_learner, settings, ml_env
+) -> None:
+    from ml.dbt import DbtProject
+
+    doc = yaml.safe_load((ROOT / "models" / "predictions" / "_prediction_sources.yml").read_text())
+    source = next(s for s in doc["sources"] if s["name"] == "predictions")
+    assert "xgboost_x_learner" in {t["name"] for t in source["tables"]}
+    exposure = next(e for e in doc["exposures"] if e["name"] == "xgboost_x_learner")
+    assert (
+        exposure["type"] == "ml"
+        and "source('predictions', 'xgboost_x_learner')" in exposure["depends_on"]
+    )
+    DbtProject(settings).invoke(["build", "--select", "source:predictions+", "--quiet"])
+    with _con(ml_env) as con:
+        n, top = con.execute(
+            "select count(*), min(uplift_rank) from analytics_marts.campaign_targets where campaign_id = ?",
+            [UPCOMING],
+        ).fetchone()
+    assert 0 < n <= 10_000 and top == 1
+
+
+# -- bad input: one line, non-zero exit, previous predictions intact ---------------------------
+
+
+@pytest.fixture
+def before(scored, trained_x_learner, ml_env):
+    return _slice(ml_env, trained_x_learner.run_id, UPCOMING)
+
+
+def _intact(ml_env, trained_x_learner, before) -> None:
+    assert _slice(ml_env, trained_x_learner.run_id, UPCOMING) == before
+
+
+def test_unknown_run_id(before, trained_x_learner, ml_env) -> None:
+    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", "0123456789abcdef"]))
+    assert line == "Error: run '0123456789abcdef' not found in the tracking store"
+    _intact(ml_env, trained_x_learner, before)
+
+
+def test_unknown_model_alias(before, trained_x_learner, ml_env) -> None:
+    line = _one_line_error(
+        CliRunner().invoke(main, ["score", "--model", "xgboost_x_learner@nosuchalias"])
+    )
+    assert line.startswith("Error: model 'xgboost_x_learner@nosuchalias' not found in the registry")
+    _intact(ml_env, trained_x_learner, before)
+
+
+def test_run_id_and_model_are_exclusive(ml_env) -> None:
+    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", "x", "--model", "y"]))
+    assert line == "Error: give exactly one of --run-id ID or --model NAME[@ALIAS]"
+
+
+def test_context_param_of_wrong_type(before, trained_x_learner, ml_env) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--run-id",
+            trained_x_learner.run_id,
+            "--context-params",
+            '{"campaign_id": 2026}',
+        ],
+    )
+    assert (
+        _one_line_error(result)
+        == "Error: --context-params: campaign_id: expected a string, got int 2026"
+    )
+    _intact(ml_env, trained_x_learner, before)
+
+
+def test_empty_population(before, trained_x_learner, ml_env) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--run-id",
+            trained_x_learner.run_id,
+            "--context-params",
+            '{"campaign_id": "cmp_1999_01"}',
+        ],
+    )
+    line = _one_line_error(result)
+    assert line.endswith(
+        "analytics_loaders.score_uplift: the scoring population is empty for campaign_id='cmp_1999_01'; nothing was written"
+    )
+    _intact(ml_env, trained_x_learner, before)
+    assert _slice(ml_env, trained_x_learner.run_id, "cmp_1999_01")[0] == 0
+
+
+def _copied_warehouse(ml_env, tmp_path, monkeypatch, sql: str) -> dict[str, str]:
+    """A copy of the session warehouse (same file name: dbt views embed it) with `sql` applied."""
+    dest = tmp_path / "copy" / "warehouse.duckdb"
+    dest.parent.mkdir()
+    _snapshot(ml_env, dest)
+    with duckdb.connect(str(dest)) as con:
+        con.execute(sql)
+    monkeypatch.setenv("ML_DUCKDB_PATH", str(dest))
+    return {**ml_env, "ML_DUCKDB_PATH": str(dest)}
+
+
+@pytest.mark.parametrize(
+    ("case", "sql", "message"),
+    [
+        (
+            "missing-column",
+            "alter table analytics_loaders.score_uplift drop column recency_days",
+            r"score_uplift: column 'recency_days' is missing",
+        ),
+        (
+            "type-changed",
+            "create or replace table analytics_loaders.score_uplift as "
+            "select * replace (cast(region as integer) as region) from analytics_loaders.score_uplift "
+            "where false union all select * replace (1 as region) from analytics_loaders.score_uplift",
+            r"score_uplift: column 'region' is int, expected string",
+        ),
+        (
+            "duplicate-keys",
+            "insert into analytics_loaders.score_uplift select * from analytics_loaders.score_uplift "
+            "where campaign_id = 'cmp_2026_12' limit 3",
+            r"score_uplift: key \(customer_id\) has 3 duplicate row\(s\) in this context; nothing was written",
+        ),
+        (
+            "null-keys",
+            "update analytics_loaders.score_uplift set customer_id = null where customer_id in "
+            "(select customer_id from analytics_loaders.score_uplift where campaign_id = 'cmp_2026_12' limit 2)",
+            r"score_uplift: key column 'customer_id' has 2 null value\(s\); nothing was written",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else "",
+)
+def test_population_breaks_contract(
+    before, trained_x_learner, ml_env, tmp_path, monkeypatch, case, sql, message
+) -> None:
+    import re
+
+    env = _copied_warehouse(ml_env, tmp_path, monkeypatch, sql)
+    with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:
+        copy_before = con.execute(
+            f"select count(*), max(scored_at) from {TABLE} where run_id = ? and campaign_id = ?",
+            [trained_x_learner.run_id, UPCOMING],
+        ).fetchone()
+    line = _one_line_error(
+        CliRunner().invoke(main, ["score", "--run-id", trained_x_learner.run_id])
+    )
+    assert re.search(message, line), line
+    with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:
+        assert (
+            con.execute(
+                f"select count(*), max(scored_at) from {TABLE} where run_id = ? and campaign_id = ?",
+                [trained_x_learner.run_id, UPCOMING],
+            ).fetchone()
+            == copy_before
+        )
+    _intact(ml_env, trained_x_learner, before)
+
+
+def test_population_contract_error_type() -> None:
+    assert ContractError.exit_code != 0
+
+
+def test_context_param_missing(
+    trained_x_learner, settings, ml_env, tmp_path, generated_sources
+) -> None:
+    from ml.train import train
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "conversion_xgb.yaml").read_text())
+    recipe["name"] = "no_score_default"
+    recipe["context"]["campaign_id"]["default"] = {"train": PAST}
+    recipe["model"]["params"]["n_estimators"] = 20
+    path = tmp_path / "no_score_default.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = train(settings, path)
+    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", run.run_id]))
+    assert (
+        line
+        == "Error: --context-params: context param 'campaign_id' is required for score (recipe no_score_default has no score default)"
+    )
+    with _con(ml_env) as con:
+        assert (
+            con.execute(
+                "select count(*) from information_schema.tables where table_name = 'no_score_default'"
+            ).fetchone()[0]
+            == 0
+        )
+
+
+def test_two_contexts_scored_concurrently_both_land(
+    scored, trained_x_learner, ml_env, tmp_path
+) -> None:
+    # A copy this test process never opened, so only the two `ml score` processes contend for it.
+    dest = tmp_path / "concurrent" / "warehouse.duckdb"
+    dest.parent.mkdir()
+    _snapshot(ml_env, dest)
+    env = {**os.environ, **ml_env, "ML_DUCKDB_PATH": str(dest)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ml",
+                "score",
+                "--run-id",
+                trained_x_learner.run_id,
+                "--context-params",
+                json.dumps({"campaign_id": c}),
+                "--json",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in ("cmp_2026_03", "cmp_2026_06")
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    copy_env = {**ml_env, "ML_DUCKDB_PATH": str(dest)}
+    for campaign in ("cmp_2026_03", "cmp_2026_06"):
+        assert _slice(copy_env, trained_x_learner.run_id, campaign)[0] == _population(
+            ml_env, campaign
+        )
+    assert _slice(copy_env, trained_x_learner.run_id, UPCOMING)[0] == scored.rows
