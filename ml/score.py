@@ -213,13 +213,13 @@ def score(
             batches = wh.read_batches(
                 p.score_model.relation, columns, filters, settings.predictions.batch_size
             )
-            with wh.slice_writer(out_schema, recipe.name, slice_) as writer:
+            typed = {name: (value, _arrow_type(name, value)) for name, value in constants.items()}
+            with wh.slice_writer(out_schema, recipe.name, slice_, typed) as writer:
                 _pipeline(
                     batches,
                     trained.model,
                     schema,
                     filters,
-                    constants,
                     drift,
                     writer.write,
                     total,
@@ -288,7 +288,6 @@ def _pipeline(
     model: ScoringModel,
     schema: TrainingSchema,
     filters: dict[str, Any],
-    constants: dict[str, Any],
     drift: Any,
     write: Callable[[Any], None],
     total: int,
@@ -331,11 +330,8 @@ def _pipeline(
                 drift.add(cols)
             out = {k: table.column(k) for k in (*schema.entity_keys, *filters)}
             out["score"] = pa.array(scores, pa.float64())
-            n = table.num_rows
-            for name, value in constants.items():
-                out[name] = pa.array([value] * n, _arrow_type(name, value))
-            write_q.put(pa.table(out).to_batches()[0] if n else pa.table(out))
-            done += n
+            write_q.put(pa.table(out))
+            done += table.num_rows
             if on_batch:
                 on_batch(done, total)
     finally:

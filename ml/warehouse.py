@@ -157,8 +157,9 @@ class Warehouse:
             raise WarehouseError(f"relation {relation} does not exist ({_one_line(exc)})") from None
 
     def exists(self, relation: Relation) -> bool:
+        con = self.con  # a file that cannot be opened (locked) is its own error, not "not built"
         try:
-            return relation.name in self.con.list_tables(database=self._database(relation))
+            return relation.name in con.list_tables(database=self._database(relation))
         except Exception:  # noqa: BLE001 - a missing schema means a missing relation
             return False
 
@@ -217,12 +218,19 @@ class Warehouse:
         }
 
     # -- writing -----------------------------------------------------------------------------
-    def slice_writer(self, schema: str, name: str, slice_: Mapping[str, Any]) -> SliceWriter:
+    def slice_writer(
+        self,
+        schema: str,
+        name: str,
+        slice_: Mapping[str, Any],
+        constants: Mapping[str, tuple[Any, Any]],
+    ) -> SliceWriter:
+        """Replace the rows matching `slice_` with batches plus constant columns, atomically."""
         if self.kind != "duckdb":
             raise ConfigError(
                 f"config: warehouse.type: '{self.kind}' is not supported by this build"
             )
-        return SliceWriter(self, schema, name, slice_)
+        return SliceWriter(self, schema, name, slice_, constants)
 
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         """Create or replace whole tables (used to load raw demo data)."""
@@ -272,12 +280,20 @@ class SliceWriter:
     they were (DuckDB rolls the open transaction back), so no partial batch is ever visible.
     """
 
-    def __init__(self, wh: Warehouse, schema: str, name: str, slice_: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        wh: Warehouse,
+        schema: str,
+        name: str,
+        slice_: Mapping[str, Any],
+        constants: Mapping[str, tuple[Any, Any]],
+    ) -> None:
         self.schema, self.name, self.slice = schema, name, dict(slice_)
+        self.constants = dict(constants)  # column -> (value, Arrow type): bound once per insert
         self.qualified = f'"{_ident(schema)}"."{_ident(name)}"'
         self.rows = 0
         self._con = wh.con.con.cursor()  # its own connection: reads stream on the other one
-        self._started = False
+        self._insert = ""
 
     def __enter__(self) -> SliceWriter:
         self._con.execute("begin transaction")
@@ -285,32 +301,39 @@ class SliceWriter:
         return self
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if not self._started:
-            self._prepare(batch.schema)
-            self._started = True
+        if not self._insert:
+            self._insert = self._prepare(batch.schema)
         self._con.register("_ml_batch", batch)
         try:
-            self._con.execute(f"insert into {self.qualified} by name select * from _ml_batch")
+            self._con.execute(self._insert, [v for v, _ in self.constants.values()])
         finally:
             self._con.unregister("_ml_batch")
         self.rows += batch.num_rows
 
-    def _prepare(self, schema: pa.Schema) -> None:
+    def _prepare(self, schema: pa.Schema) -> str:
         import pyarrow as pa
 
-        self._con.register("_ml_empty", pa.table({f.name: pa.array([], f.type) for f in schema}))
+        fields = [*schema, *(pa.field(c, t) for c, (_, t) in self.constants.items())]
+        self._con.register("_ml_empty", pa.schema(fields).empty_table())
         self._con.execute(f"create table if not exists {self.qualified} as select * from _ml_empty")
+        types = dict(
+            self._con.execute(
+                "select column_name, column_type from (describe select * from _ml_empty)"
+            ).fetchall()
+        )
         self._con.unregister("_ml_empty")
         existing = [
             r[0] for r in self._con.execute(f"select * from {self.qualified} limit 0").description
         ]
-        if set(existing) != set(schema.names):
+        if set(existing) != {f.name for f in fields}:
             raise WarehouseError(
                 f"{self.schema}.{self.name}: existing columns ({', '.join(existing)}) differ from the scores "
-                f"({', '.join(schema.names)}); drop or rename the old table"
+                f"({', '.join(f.name for f in fields)}); drop or rename the old table"
             )
         where = " and ".join(f'"{_ident(c)}" = ?' for c in self.slice) or "true"
         self._con.execute(f"delete from {self.qualified} where {where}", list(self.slice.values()))
+        bound = ", ".join(f'cast(? as {types[c]}) as "{_ident(c)}"' for c in self.constants)
+        return f"insert into {self.qualified} by name select *{', ' if bound else ''}{bound} from _ml_batch"
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
