@@ -228,6 +228,49 @@ def score(
         click.echo(f"drift: PSI > 0.2 for {', '.join(result.drifted)}")
 
 
+@main.command()
+@click.option("--run-id", default=None, help="Training run whose logged model to serve.")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    metavar="NAME[@ALIAS]",
+    help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
+)
+@click.option("--host", default=None, help="Interface to bind (default: serving.host).")
+@click.option(
+    "--port", default=None, type=click.IntRange(0, 65535), help="Port (default: serving.port)."
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Worker processes, one model copy each (default: serving.workers).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    run_id: str | None,
+    model: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+) -> None:
+    """Serve a trained model over HTTP: POST /predict, /health, /ready, /metadata, /docs."""
+    from ml.serve import ModelRef, run
+
+    settings = _settings(ctx)
+    ref = ModelRef.parse(run_id, model)
+    run(
+        settings,
+        ref,
+        host=host,
+        port=port,
+        workers=workers,
+        announce=lambda line: click.echo(line, err=True),
+    )
+
+
 @main.command("demo-data")
 @click.option(
     "--customers",

@@ -85,4 +85,6 @@ def trained_x_learner(warehouse_env: dict[str, str]):
         from ml.config import load_settings
         from ml.train import train
 
-        return train(load_settings(root=ROOT), ROOT / "recipes" / "xgboost_x_learner.yaml", alias="champion")
+        return train(
+            load_settings(root=ROOT), ROOT / "recipes" / "xgboost_x_learner.yaml", alias="champion"
+        )
