@@ -200,8 +200,8 @@ def score(
 ) -> None:
     """Score a population with a trained model and write the scores to the warehouse."""
     from ml.progress import Steps, progress_bar
-    from ml.score import ModelRef
     from ml.score import score as run_score
+    from ml.tracking import ModelRef
 
     settings = _settings(ctx)
     ref = ModelRef.parse(run_id, model)
@@ -257,7 +257,8 @@ def serve(
     workers: int | None,
 ) -> None:
     """Serve a trained model over HTTP: POST /predict, /health, /ready, /metadata, /docs."""
-    from ml.serve import ModelRef, run
+    from ml.serve import run
+    from ml.tracking import ModelRef
 
     settings = _settings(ctx)
     ref = ModelRef.parse(run_id, model)

@@ -70,13 +70,19 @@ class Preprocessor:
         n = _length(columns[self.order[0]]) if self.order else 0
         blocks: list[np.ndarray] = []
         if self.numeric:
-            num = np.empty((n, len(self.numeric)), dtype=np.float32)
+            # One float64 matrix and whole-matrix ops (a NaN fill leaves NaNs alone): the same
+            # arithmetic per element as column by column, without ~5 numpy calls per column,
+            # which dominate when the API scores a single row.
+            x = np.empty((n, len(self.numeric)), dtype=np.float64)
             for j, col in enumerate(self.numeric):
-                x = _as_float(columns[col.name])
-                if col.fill is not None:
-                    x = np.where(np.isnan(x), col.fill, x)
-                num[:, j] = (x - col.center) / col.scale
-            blocks.append(num)
+                x[:, j] = _as_float(columns[col.name])
+            fill = np.array([np.nan if c.fill is None else c.fill for c in self.numeric])
+            center = np.array([c.center for c in self.numeric])
+            scale = np.array([c.scale for c in self.numeric])
+            x = np.where(np.isnan(x), fill, x)
+            x -= center
+            x /= scale
+            blocks.append(x.astype(np.float32))
         for col in self.categorical:
             codes = _codes(columns[col.name], col)
             if self.spec.encoding == "onehot":

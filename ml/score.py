@@ -20,39 +20,14 @@ from typing import Any
 from ml import contract
 from ml.config import Settings
 from ml.dbt import DbtProject
-from ml.errors import ConfigError, ContractError, TrainingError, WarehouseError
+from ml.errors import ContractError, TrainingError, WarehouseError
 from ml.model import ScoringModel, TrainingSchema
 from ml.plan import Plan, plan
 from ml.progress import Steps
 from ml.recipe import Recipe, parse_context_params, recipe_from_dict, resolve_context
+from ml.tracking import ModelRef
 
 META_COLUMNS = ("score", "model_name", "model_version", "run_id", "scored_at")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What to score with: a training run, or a registered model (latest, @alias or /version)."""
-
-    run_id: str | None = None
-    name: str | None = None
-    alias_or_version: str | None = None
-
-    @classmethod
-    def parse(cls, run_id: str | None, model: str | None) -> ModelRef:
-        if bool(run_id) == bool(model):
-            raise ConfigError("give exactly one of --run-id ID or --model NAME[@ALIAS]")
-        if run_id:
-            return cls(run_id=run_id)
-        assert model is not None
-        for sep in ("@", "/"):
-            if sep in model:
-                name, _, ref = model.partition(sep)
-                if not name or not ref:
-                    break
-                return cls(name=name, alias_or_version=ref)
-        else:
-            return cls(name=model)
-        raise ConfigError(f"--model '{model}': expected NAME, NAME@ALIAS or NAME/VERSION")
 
 
 @dataclass

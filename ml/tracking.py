@@ -10,13 +10,40 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.errors import RunNotFoundError, TrackingError
+from ml.errors import ConfigError, RunNotFoundError, TrackingError
 
 HTTP_TIMEOUT_SECONDS = "10"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What to serve: a training run, or a registered model (latest, @alias or /version)."""
+
+    run_id: str | None = None
+    name: str | None = None
+    alias_or_version: str | None = None
+
+    @classmethod
+    def parse(cls, run_id: str | None, model: str | None) -> ModelRef:
+        if bool(run_id) == bool(model):
+            raise ConfigError("give exactly one of --run-id ID or --model NAME[@ALIAS]")
+        if run_id:
+            return cls(run_id=run_id)
+        assert model is not None
+        for sep in ("@", "/"):
+            if sep in model:
+                name, _, ref = model.partition(sep)
+                if not name or not ref:
+                    raise ConfigError(
+                        f"--model '{model}': expected NAME, NAME@ALIAS or NAME/VERSION"
+                    )
+                return cls(name=name, alias_or_version=ref)
+        return cls(name=model)
 
 
 def tracking_uri(settings: Settings) -> str:
