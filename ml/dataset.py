@@ -65,7 +65,8 @@ def vector(table: pa.Table, column: str) -> np.ndarray:
 def feature_columns(
     table: pa.Table, features: list[str], rows: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """Feature name -> column; numeric ones as float64 numpy with NaN for nulls."""
+    """Feature name -> column: numeric ones as float64 numpy with NaN for nulls, strings as
+    Arrow arrays (encoded vectorized by the preprocessor)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -75,7 +76,7 @@ def feature_columns(
         if rows is not None:
             col = col.take(pa.array(rows))
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            out[name] = col.to_pylist()
+            out[name] = col
         else:
             out[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
     return out

@@ -24,13 +24,11 @@ def reference_profile(columns: Mapping[str, Any], kinds: Mapping[str, str]) -> d
     profile: dict[str, Any] = {}
     for name, kind in kinds.items():
         if kind == "string":
-            values = np.array(
-                ["__null__" if v is None else str(v) for v in columns[name]], dtype=object
-            )
-            cats, counts = np.unique(values, return_counts=True)
+            tally = dict(sorted(_value_counts(columns[name]).items()))
+            counts = np.array(list(tally.values()), dtype=np.float64)
             profile[name] = {
                 "kind": "categorical",
-                "categories": cats.tolist(),
+                "categories": list(tally),
                 "shares": (counts / counts.sum()).tolist(),
             }
         else:
@@ -67,8 +65,8 @@ class DriftAccumulator:
             if ref["kind"] == "categorical":
                 index = {c: i for i, c in enumerate(ref["categories"])}
                 unseen = len(ref["categories"])
-                for v in _strings(columns[name]):
-                    self.counts[name][index.get(v, unseen)] += 1
+                for value, count in _value_counts(columns[name]).items():
+                    self.counts[name][index.get(value, unseen)] += count
             else:
                 x = np.asarray(columns[name], dtype=np.float64)
                 self.counts[name] += _numeric_counts(x, np.asarray(ref["edges"]))
@@ -104,6 +102,20 @@ def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     )
     counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.float64)
     return np.append(counts, float(nulls.sum()))
+
+
+def _value_counts(values: Any) -> dict[str, int]:
+    """Counts per value (nulls as NULL), vectorized for Arrow input."""
+    if type(values).__module__.startswith("pyarrow"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(pc.fill_null(pc.cast(values, pa.string()), NULL))
+        return dict(
+            zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+        )
+    uniq, counts = np.unique(np.array(_strings(values), dtype=object), return_counts=True)
+    return dict(zip(uniq.tolist(), counts.tolist(), strict=True))
 
 
 def _strings(values: Any) -> list[str]:

@@ -139,11 +139,23 @@ def _fit_categorical(name: str, values: Any, spec: PreprocessingSpec) -> _Catego
 
 
 def _codes(values: Any, col: _Categorical) -> np.ndarray:
+    """Category index per value, -1 for unseen; nulls count as the fill category."""
+    if _is_arrow(values):  # batch scoring: vectorized in Arrow, no Python loop per row
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        filled = pc.fill_null(pc.cast(values, pa.string()), col.fill)
+        index = pc.index_in(filled, value_set=pa.array(col.categories, pa.string()))
+        return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     strings = _as_str(values)
     if col.fill != MISSING:
         strings = np.where(strings == MISSING, col.fill, strings)
     lookup = {v: i for i, v in enumerate(col.categories)}
     return np.fromiter((lookup.get(s, -1) for s in strings), dtype=np.int64, count=len(strings))
+
+
+def _is_arrow(values: Any) -> bool:
+    return type(values).__module__.startswith("pyarrow")
 
 
 def _length(values: Any) -> int:
