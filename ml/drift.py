@@ -51,24 +51,31 @@ def reference_profile(columns: Mapping[str, Any], kinds: Mapping[str, str]) -> d
 class DriftAccumulator:
     """Counts scored rows into the reference bins, one batch at a time."""
 
-    def __init__(self, profile: Mapping[str, Any]) -> None:
+    def __init__(self, profile: Mapping[str, Any], sample_every: int = 1) -> None:
         self.profile = profile
+        self.sample_every = max(1, sample_every)  # PSI needs a sample, not every row
         self.counts: dict[str, np.ndarray] = {
             n: np.zeros(len(p["shares"]) + (1 if p["kind"] == "categorical" else 0))
             for n, p in profile.items()
         }
 
     def add(self, columns: Mapping[str, Any]) -> None:
+        rows: np.ndarray | None = None
         for name, ref in self.profile.items():
             if name not in columns:
                 continue
+            values = columns[name]
+            if self.sample_every > 1:
+                if rows is None:
+                    rows = np.arange(0, len(values), self.sample_every)
+                values = _take(values, rows)
             if ref["kind"] == "categorical":
                 index = {c: i for i, c in enumerate(ref["categories"])}
                 unseen = len(ref["categories"])
-                for value, count in _value_counts(columns[name]).items():
+                for value, count in _value_counts(values).items():
                     self.counts[name][index.get(value, unseen)] += count
             else:
-                x = np.asarray(columns[name], dtype=np.float64)
+                x = np.asarray(values, dtype=np.float64)
                 self.counts[name] += _numeric_counts(x, np.asarray(ref["edges"]))
 
     def report(self) -> dict[str, dict[str, Any]]:
@@ -116,6 +123,14 @@ def _value_counts(values: Any) -> dict[str, int]:
         )
     uniq, counts = np.unique(np.array(_strings(values), dtype=object), return_counts=True)
     return dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+
+
+def _take(values: Any, rows: np.ndarray) -> Any:
+    if isinstance(values, np.ndarray):
+        return values[rows]
+    if type(values).__module__.startswith("pyarrow"):
+        return values.take(rows)
+    return [values[i] for i in rows]
 
 
 def _strings(values: Any) -> list[str]:

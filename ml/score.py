@@ -27,7 +27,7 @@ from ml.progress import Steps
 from ml.recipe import Recipe, parse_context_params, recipe_from_dict, resolve_context
 from ml.tracking import ModelRef
 
-META_COLUMNS = ("score", "model_name", "model_version", "run_id", "scored_at")
+DRIFT_SAMPLE_ROWS = 200_000
 
 
 @dataclass
@@ -182,7 +182,9 @@ def score(
         }
         from ml.drift import DriftAccumulator
 
-        drift = DriftAccumulator(trained.profile) if trained.profile else None
+        # PSI from a systematic sample of about DRIFT_SAMPLE_ROWS rows, whatever the population
+        every = max(1, total // DRIFT_SAMPLE_ROWS)
+        drift = DriftAccumulator(trained.profile, every) if trained.profile else None
         columns = _unique([*schema.entity_keys, *filters, *schema.features])
         with steps.step(f"scoring {total:,} rows into {output}"):
             batches = wh.read_batches(

@@ -45,3 +45,13 @@ def test_nulls_have_their_own_bin() -> None:
     acc = DriftAccumulator(profile)
     acc.add({"x": np.array([np.nan] * 4)})
     assert acc.report()["x"]["drifted"]
+
+
+def test_sampling_every_kth_row_counts_a_systematic_sample() -> None:
+    profile = reference_profile(
+        {"x": np.arange(100.0), "c": ["a"] * 50 + ["b"] * 50}, {"x": "float", "c": "string"}
+    )
+    acc = DriftAccumulator(profile, sample_every=10)
+    acc.add({"x": np.arange(100.0), "c": pa.chunked_array([pa.array(["a"] * 50 + ["b"] * 50)])})
+    assert acc.counts["x"].sum() == 10 and acc.counts["c"].sum() == 10
+    assert acc.report()["x"]["psi"] < 0.05
