@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 BIN := .venv/bin
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bqemulator
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,7 +28,24 @@ demo: install
 	$(BIN)/dbt build --target dev --select source:predictions+
 	$(BIN)/dbt show --target dev --select campaign_targets --limit 10
 
-test: install
+# A local BigQuery API for the prod-cycle tests (tests/integration/test_bigquery.py), in its own
+# virtualenv: its duckdb is pinned to the version of the extension wheels, so DuckDB never tries
+# to download spatial/avro (they are installed into the venv's own HOME).
+BQEMULATOR_VENV ?= .venv-bqemulator
+BQEMULATOR_VERSION ?= 1.4.0
+BQEMULATOR_DUCKDB ?= 1.5.5
+
+$(BQEMULATOR_VENV)/.installed: $(UV) tests/integration/bq_emulator.py
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(BQEMULATOR_VENV)
+	$(UV) pip install --quiet --python $(BQEMULATOR_VENV)/bin/python \
+		"bqemulator==$(BQEMULATOR_VERSION)" numpy "duckdb==$(BQEMULATOR_DUCKDB)" \
+		"duckdb-extension-spatial==$(BQEMULATOR_DUCKDB)" "duckdb-extension-avro==$(BQEMULATOR_DUCKDB)"
+	HOME="$(abspath $(BQEMULATOR_VENV))/home" $(BQEMULATOR_VENV)/bin/python tests/integration/bq_emulator.py --install-extensions
+	touch $@
+
+bqemulator: $(BQEMULATOR_VENV)/.installed
+
+test: install bqemulator
 	$(BIN)/pytest -q
 
 lint: install
@@ -37,4 +54,4 @@ lint: install
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf data mlruns target logs .venv .tools
+	rm -rf data mlruns target logs .venv .tools $(BQEMULATOR_VENV)

@@ -46,6 +46,8 @@ class BigQuerySettings(_Strict):
     location: str = "US"
     keyfile: str | None = None
     api_endpoint: str | None = None
+    # the Storage Read API (gRPC) endpoint when api_endpoint is custom; unset means REST reads
+    storage_api_endpoint: str | None = None
     storage_read_api: bool = True
     timeout_seconds: float = Field(300.0, gt=0)
 

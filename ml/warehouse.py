@@ -83,6 +83,20 @@ class Warehouse:
         self.kind = settings.warehouse.type
         self._con: Any = None
         self._lock: Any = None
+        self._bq: Any = None
+
+    @property
+    def bq(self) -> Any:
+        """The BigQuery clients (ml.bigquery) when warehouse.type is bigquery."""
+        if self._bq is None:
+            if self.settings.warehouse.bigquery is None:
+                raise ConfigError(
+                    "config: warehouse.bigquery: required when warehouse.type is bigquery"
+                )
+            from ml.bigquery import BigQuery
+
+            self._bq = BigQuery(self.settings.warehouse.bigquery)
+        return self._bq
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -123,6 +137,8 @@ class Warehouse:
                     raise WarehouseError(
                         f"{path}: cannot open the DuckDB file ({_one_line(exc)})"
                     ) from None
+        if wh.type == "bigquery":
+            return self.bq.ibis_connection()
         raise ConfigError(f"config: warehouse.type: '{wh.type}' is not supported by this build")
 
     def close(self) -> None:
@@ -131,6 +147,9 @@ class Warehouse:
             if disconnect:
                 disconnect()
             self._con = None
+        if self._bq is not None:
+            self._bq.close()
+            self._bq = None
         self._release_lock()
 
     def _release_lock(self) -> None:
@@ -157,6 +176,8 @@ class Warehouse:
             raise WarehouseError(f"relation {relation} does not exist ({_one_line(exc)})") from None
 
     def exists(self, relation: Relation) -> bool:
+        if self.kind == "bigquery":
+            return bool(self.bq.exists(relation))
         con = self.con  # a file that cannot be opened (locked) is its own error, not "not built"
         try:
             return relation.name in con.list_tables(database=self._database(relation))
@@ -165,6 +186,8 @@ class Warehouse:
 
     def columns(self, relation: Relation) -> dict[str, str]:
         """Column name -> logical kind, in table order."""
+        if self.kind == "bigquery":
+            return dict(self.bq.columns(relation))
         schema = self.table(relation).schema()
         return {name: ibis_kind(dtype) for name, dtype in schema.items()}
 
@@ -183,6 +206,8 @@ class Warehouse:
     def read_arrow(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
     ) -> pa.Table:
+        if self.kind == "bigquery":  # typed query parameters, Storage Read API or REST
+            return self.bq.read_arrow(relation, columns, filters)
         expr = self.query(relation, columns, filters)
         try:
             return expr.to_pyarrow()
@@ -192,6 +217,9 @@ class Warehouse:
     def read_batches(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any], batch_size: int
     ) -> Iterator[pa.RecordBatch]:
+        if self.kind == "bigquery":
+            yield from self.bq.read_batches(relation, columns, filters, batch_size)
+            return
         expr = self.query(relation, columns, filters)
         try:
             reader = expr.to_pyarrow_batches(chunk_size=batch_size)
@@ -203,6 +231,8 @@ class Warehouse:
         self, relation: Relation, keys: list[str], filters: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Rows, null keys and distinct keys of a filtered relation, computed in the warehouse."""
+        if self.kind == "bigquery":
+            return dict(self.bq.key_stats(relation, keys, filters))
         expr = self._filtered(relation, filters)
         aggs = {"rows": expr.count()}
         aggs.update({f"nulls_{k}": expr[k].isnull().sum() for k in keys})
@@ -224,8 +254,10 @@ class Warehouse:
         name: str,
         slice_: Mapping[str, Any],
         constants: Mapping[str, tuple[Any, Any]],
-    ) -> SliceWriter:
+    ) -> Any:
         """Replace the rows matching `slice_` with batches plus constant columns, atomically."""
+        if self.kind == "bigquery":  # a load job into staging, then one MERGE
+            return self.bq.slice_writer(schema, name, slice_, constants)
         if self.kind != "duckdb":
             raise ConfigError(
                 f"config: warehouse.type: '{self.kind}' is not supported by this build"
@@ -251,6 +283,9 @@ class Warehouse:
                 raise WarehouseError(
                     f"writing to schema {schema} failed: {_one_line(exc)}"
                 ) from None
+            return
+        if self.kind == "bigquery":  # one load job per table
+            self.bq.replace_tables(schema, tables)
             return
         raise ConfigError(f"config: warehouse.type: '{self.kind}' is not supported by this build")
 
