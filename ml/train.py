@@ -11,6 +11,8 @@ import io
 import json
 import pickle
 import tempfile
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,9 @@ def _train_in_run(
         contract.check_columns(wh.columns(p.train_model.relation), expected, relation)
         table = wh.read_arrow(p.train_model.relation, p.train_columns, filters)
 
+    # dbt compiles the model's SQL for the run's lineage while the estimator fits
+    compiling = _background(_compiled_sql, project, p, dbt_vars)
+
     with steps.step("checking the data contract"):
         contract.check_not_empty(table, relation, context)
         contract.check_keys(table, d.entity_keys, relation)
@@ -199,7 +204,7 @@ def _train_in_run(
     with steps.step("logging to MLflow"):
         mlflow.log_metrics(ev.metrics)
         mlflow.log_metrics({f"rows_{k}": float(v) for k, v in rows.items()})
-        compiled = _compiled_sql(project, p, dbt_vars)
+        compiled = compiling.result()
         # the training distribution batch scoring measures drift against
         mlflow.log_dict(reference_profile(train_cols, kinds), "schema/reference_profile.json")
         predictions = _test_predictions(p, table, split.test, score)
@@ -207,6 +212,20 @@ def _train_in_run(
             settings, p, schema, pre, estimator, ev, compiled, test_cols, score, predictions
         )
     return {"metrics": ev.metrics, "rows": rows, "model_uri": model_uri}
+
+
+def _background(fn: Any, *args: Any) -> Future[Any]:
+    """Run fn(*args) on a daemon thread; the caller collects the result later."""
+    future: Future[Any] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - surfaced by future.result()
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="ml-background", daemon=True).start()
+    return future
 
 
 def _compiled_sql(project: DbtProject, p: Plan, dbt_vars: dict[str, Any]) -> str:
