@@ -281,17 +281,20 @@ def _pipeline(
     failure: list[BaseException] = []
 
     def writer() -> None:
+        written = 0
         while (item := write_q.get()) is not None:
             if failure:
                 continue
             try:
                 write(item)
+                written += item.num_rows
+                if on_batch:  # progress counts rows written (inside the open transaction)
+                    on_batch(written, total)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 failure.append(exc)
 
     thread = threading.Thread(target=writer, name="ml-score-writer", daemon=True)
     thread.start()
-    done = 0
     try:
         for batch in _read_ahead(batches):
             if failure:
@@ -305,12 +308,11 @@ def _pipeline(
                 )
             if drift is not None:
                 drift.add(cols)
-            out = {k: table.column(k) for k in (*schema.entity_keys, *filters)}
+            # copies: a zero-copy slice would keep the whole input batch alive after the write
+            rows = np.arange(table.num_rows)
+            out = {k: table.column(k).take(rows) for k in (*schema.entity_keys, *filters)}
             out["score"] = pa.array(scores, pa.float64())
             write_q.put(pa.table(out))
-            done += table.num_rows
-            if on_batch:
-                on_batch(done, total)
     finally:
         write_q.put(None)
         thread.join()

@@ -122,7 +122,9 @@ class Warehouse:
             self._lock = _acquire_file_lock(path.with_name(path.name + ".lock"), deadline, path)
             while True:
                 try:
-                    return ibis.duckdb.connect(str(path))
+                    con = ibis.duckdb.connect(str(path))
+                    _apply_limits(con, wh.duckdb)
+                    return con
                 except Exception as exc:  # noqa: BLE001 - a locked or corrupt file
                     locked = "lock" in str(exc).lower()
                     if locked and time.monotonic() < deadline:
@@ -288,6 +290,23 @@ class Warehouse:
             self.bq.replace_tables(schema, tables)
             return
         raise ConfigError(f"config: warehouse.type: '{self.kind}' is not supported by this build")
+
+
+def _apply_limits(con: Any, duck: Any) -> None:
+    """DuckDB caches what it reads up to its memory limit; a set limit keeps scoring's memory
+    bounded by the batch size rather than the table size."""
+    if duck.memory_limit:
+        con.raw_sql(f"set memory_limit = '{_setting(duck.memory_limit)}'")
+    if duck.threads:
+        con.raw_sql(f"set threads = {int(duck.threads)}")
+
+
+def _setting(value: str) -> str:
+    if not all(ch.isalnum() or ch in " ." for ch in value):
+        raise ConfigError(
+            f"config: warehouse.duckdb.memory_limit: expected a size like '1GB', got {value!r}"
+        )
+    return value
 
 
 def _acquire_file_lock(lock_path: Path, deadline: float, db_path: Path) -> Any:
