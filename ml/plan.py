@@ -67,6 +67,10 @@ class Plan:
 def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
     d = recipe.data
     cls = import_class(recipe.model.class_path, f"{label}: model.class_path")
+    if not callable(getattr(cls, "fit", None)):  # never instantiate an arbitrary class as "model"
+        raise RecipeError(
+            f"{label}: model.class_path: '{recipe.model.class_path}' is not an estimator (it has no fit method)"
+        )
     check_params(cls, recipe.model.params, f"{label}: model")
     task = task_of(cls)
     if task == "uplift" and not d.treatment:

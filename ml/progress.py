@@ -38,11 +38,25 @@ class Steps:
             self.stream.write(f"  {text}\n")
 
 
-def progress_bar(stream: TextIO, width: int = 30) -> Callable[[int, int], None] | None:
-    """A rows/s bar redrawn in place on a terminal; nothing when stream is not a TTY."""
-    if not stream.isatty():
-        return None
+def progress_bar(
+    stream: TextIO, width: int = 30, every_seconds: float = 10.0
+) -> Callable[[int, int], None]:
+    """A rows/s bar redrawn in place on a terminal. Elsewhere (CI logs, pipes) plain lines: the
+    first batch, then at most one every `every_seconds`, and the last."""
     start = time.perf_counter()
+    if not stream.isatty():
+        last = [float("-inf")]
+
+        def line(done: int, total: int) -> None:
+            now = time.perf_counter() - start
+            if done < total and now - last[0] < every_seconds:
+                return
+            last[0] = now
+            # each line ends the one before: the step's timing lands after the last one
+            stream.write(f"\n    {done:,}/{total:,} rows written")
+            stream.flush()
+
+        return line
 
     def update(done: int, total: int) -> None:
         frac = done / total if total else 1.0

@@ -130,6 +130,8 @@ def coerce_context_value(param: ContextParam, value: Any) -> Any:
     """Check a context value against its declared type; only lossless conversions pass."""
     expected = param.type
     if expected == "str" and isinstance(value, str):
+        if "\x00" in value:  # no legitimate value has one, and SQL engines cut strings at it
+            raise ValueError("expected a string without NUL characters")
         return value
     if expected == "bool" and isinstance(value, bool):
         return value

@@ -8,9 +8,10 @@ sees them. Each worker scores on one thread; use --workers to use more cores.
 
 Endpoints: POST /predict, GET /health (liveness, never authenticated), GET /ready, GET /metadata,
 /docs. Records carry the features, plus optionally the recipe's entity keys, which are echoed
-back next to each score. Refusals: 401 (bearer token, when serving.token_env is set), 413 (body
-over serving.max_body_bytes), 415 (not application/json), 422 (FastAPI's field-level body for
-invalid records; `{"error"}` naming the record for a value the model cannot take or a
+back next to each score. Refusals: 400 (a body that is not UTF-8), 401 (bearer token, when
+serving.token_env is set), 413 (body over serving.max_body_bytes), 415 (not application/json),
+422 (FastAPI's field-level body for invalid records, including ints beyond 2**53 and floats
+beyond float32's range; `{"error"}` naming the record for a value the model cannot take or a
 non-finite score), 503 (model not loaded yet); MLErrors map to their http_status as
 `{"error": message}`. uvicorn's access log is off (a log line costs more than a request).
 """
@@ -35,8 +36,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -51,7 +52,6 @@ from ml.tracking import ModelRef
 
 ENV_RUN_ID = "ML_SERVE_RUN_ID"  # what a worker process serves, set by `run` for its workers
 ENV_MODEL = "ML_SERVE_MODEL"
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -145,16 +145,21 @@ def load(target: Target) -> ScoringModel:
 # -- request and response schemas, generated from the training schema ----------------------------
 
 
-def _int64(value: int | None) -> int | None:
-    if value is not None and not _INT64[0] <= value <= _INT64[1]:
-        raise ValueError("integer out of the 64-bit range")
-    return value
+def _whole(value: Any) -> Any:
+    """5.0 is an integer in JSON Schema: accept it as 5 (5.5 stays a float and is refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# Bounds live in the schema, so /docs and clients see them. Numbers reach the model as float64
+# and then float32: ints beyond 2**53 would be silently rounded, floats beyond float32's range
+# would be infinite.
+_INT_MAX = 2**53 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT = Annotated[float, Field(allow_inf_nan=False, ge=-_FLOAT32_MAX, le=_FLOAT32_MAX)] | None
 _FEATURE_TYPES: dict[str, Any] = {
-    "int": Annotated[int | None, AfterValidator(_int64)],
-    "float": Annotated[float | None, Field(allow_inf_nan=False)],
-    "decimal": Annotated[float | None, Field(allow_inf_nan=False)],
+    "int": Annotated[int, Field(ge=-_INT_MAX, le=_INT_MAX), BeforeValidator(_whole)] | None,
+    "float": _FLOAT,
+    "decimal": _FLOAT,
     "bool": bool | None,
     "string": str | None,
 }
@@ -327,6 +332,7 @@ def create_app(
         methods=["POST"],
         response_model=schemas.response,
         responses={
+            400: {"description": "The body cannot be decoded (not UTF-8)"},
             401: {"description": "Missing or wrong bearer token"},
             413: {"description": f"Body over {settings.serving.max_body_bytes} bytes"},
             415: {"description": "Content-Type is not application/json"},

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from warehouse_snapshots import snapshot as _snapshot  # tests/integration/warehouse_snapshots.py
 
 from ml.cli import main
 from ml.errors import ContractError
@@ -34,16 +35,6 @@ def _slice(env: dict[str, str], run_id: str, campaign: str) -> tuple[int, object
             f"select count(*), max(scored_at) from {TABLE} where run_id = ? and campaign_id = ?",
             [run_id, campaign],
         ).fetchone()
-
-
-def _snapshot(env: dict[str, str], dest: Path) -> None:
-    """Copy every committed row of the session warehouse into a new file `dest`."""
-    with _con(env) as con:
-        con.execute(f"attach '{dest}' as snapshot")
-        try:
-            con.execute("copy from database warehouse to snapshot")
-        finally:
-            con.execute("detach snapshot")
 
 
 def _population(env: dict[str, str], campaign: str) -> int:

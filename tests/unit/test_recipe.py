@@ -52,6 +52,8 @@ def test_context_types_are_checked_strictly() -> None:
         resolve_context(recipe, {"campain_id": "x", "day": "2026-12-01"}, "score")
     with pytest.raises(ConfigError, match=r"context param 'day' is required for train"):
         resolve_context(recipe, {}, "train")
+    with pytest.raises(ConfigError, match=r"campaign_id: expected a string without NUL"):
+        resolve_context(recipe, {"campaign_id": "x\x00' or 1=1", "day": "2026-12-01"}, "score")
 
 
 def test_context_default_of_wrong_type_is_a_recipe_error() -> None:

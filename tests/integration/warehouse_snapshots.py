@@ -1,0 +1,47 @@
+"""Copies of the session warehouse for tests that break data or kill writers on purpose.
+pytest puts this folder on sys.path: `from warehouse_snapshots import snapshot`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+
+
+def snapshot(env: dict[str, str], dest: Path) -> None:
+    """Copy every committed row of the session warehouse into a new file `dest`. Name it
+    warehouse.duckdb: dbt's views embed the catalog name, which DuckDB takes from the file."""
+    with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:
+        con.execute(f"attach '{dest}' as snapshot")
+        try:
+            con.execute("copy from database warehouse to snapshot")
+        finally:
+            con.execute("detach snapshot")
+
+
+def fresh_copy(pristine: Path, folder: Path) -> Path:
+    """A private copy of a closed warehouse file, as folder/warehouse.duckdb."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / "warehouse.duckdb"
+    shutil.copyfile(pristine, dest)
+    return dest
+
+
+def contents(path: Path | str) -> dict:
+    """What a refused or killed command must leave as it was: every table dbt can see, and per
+    score table (the predictions schema) its row count and latest scored_at."""
+    with duckdb.connect(str(path)) as con:
+        tables = sorted(
+            con.execute(
+                "select table_schema, table_name, table_type from information_schema.tables"
+            ).fetchall()
+        )
+        scores = {
+            name: con.execute(
+                f'select count(*), max(scored_at) from predictions."{name}"'
+            ).fetchone()
+            for schema, name, _ in tables
+            if schema == "predictions"
+        }
+    return {"tables": tables, "scores": scores}
