@@ -6,7 +6,6 @@ compiler quotes, never as text pasted into a query.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -193,26 +192,26 @@ class Warehouse:
         schema = self.table(relation).schema()
         return {name: ibis_kind(dtype) for name, dtype in schema.items()}
 
-    def _filtered(self, relation: Relation, filters: Mapping[str, Any]) -> Any:
-        import ibis
+    # DuckDB reads are SQL we write with quoted identifiers and `?` parameters: context values
+    # are bound by the driver, never part of the SQL text.
+    def _cursor(self) -> Any:
+        return self.con.con.cursor()
 
-        t = self.table(relation)
-        expr = t
-        for column, value in filters.items():
-            expr = expr.filter(t[column] == ibis.literal(value, type=_literal_type(value)))
-        return expr
-
-    def query(self, relation: Relation, columns: list[str], filters: Mapping[str, Any]) -> Any:
-        return self._filtered(relation, filters).select(*columns)
+    def _select(
+        self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
+    ) -> tuple[str, list[Any]]:
+        where = " and ".join(f"{_quote(c)} = ?" for c in filters)
+        sql = f"select {', '.join(_quote(c) for c in columns)} from {_qualified(relation)}"
+        return (f"{sql} where {where}" if where else sql), list(filters.values())
 
     def read_arrow(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
     ) -> pa.Table:
         if self.kind == "bigquery":  # typed query parameters, Storage Read API or REST
             return self.bq.read_arrow(relation, columns, filters)
-        expr = self.query(relation, columns, filters)
+        sql, params = self._select(relation, columns, filters)
         try:
-            return expr.to_pyarrow()
+            return self._cursor().execute(sql, params).to_arrow_table()
         except Exception as exc:  # noqa: BLE001
             raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
 
@@ -222,9 +221,10 @@ class Warehouse:
         if self.kind == "bigquery":
             yield from self.bq.read_batches(relation, columns, filters, batch_size)
             return
-        expr = self.query(relation, columns, filters)
+        sql, params = self._select(relation, columns, filters)
+        cursor = self._cursor()  # held by this generator while it streams
         try:
-            reader = expr.to_pyarrow_batches(chunk_size=batch_size)
+            reader = cursor.execute(sql, params).to_arrow_reader(batch_size)
         except Exception as exc:  # noqa: BLE001
             raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
         yield from reader
@@ -235,18 +235,21 @@ class Warehouse:
         """Rows, null keys and distinct keys of a filtered relation, computed in the warehouse."""
         if self.kind == "bigquery":
             return dict(self.bq.key_stats(relation, keys, filters))
-        expr = self._filtered(relation, filters)
-        aggs = {"rows": expr.count()}
-        aggs.update({f"nulls_{k}": expr[k].isnull().sum() for k in keys})
+        population, params = self._select(relation, keys, filters)
+        key_list = ", ".join(_quote(k) for k in keys)
+        nulls = "".join(f", count(*) - count({_quote(k)})" for k in keys)
+        sql = (
+            f"with population as ({population}) select count(*){nulls}, "
+            f"(select count(*) from (select distinct {key_list} from population)) from population"
+        )
         try:
-            row = expr.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-            distinct = int(expr.select(*keys).distinct().count().to_pyarrow().as_py())
+            row = self._cursor().execute(sql, params).fetchone()
         except Exception as exc:  # noqa: BLE001
             raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
         return {
-            "rows": int(row["rows"] or 0),
-            "nulls": {k: int(row[f"nulls_{k}"] or 0) for k in keys},
-            "distinct": distinct,
+            "rows": int(row[0] or 0),
+            "nulls": {k: int(row[1 + i] or 0) for i, k in enumerate(keys)},
+            "distinct": int(row[-1] or 0),
         }
 
     # -- writing -----------------------------------------------------------------------------
@@ -399,18 +402,12 @@ class SliceWriter:
             self._con.close()
 
 
-def _literal_type(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return "date"
-    if isinstance(value, str):
-        return "string"
-    return None
+def _quote(name: str) -> str:
+    return '"' + _ident(name).replace('"', '""') + '"'
+
+
+def _qualified(relation: Relation) -> str:
+    return ".".join(_quote(p) for p in (relation.database, relation.schema, relation.name) if p)
 
 
 def _ident(name: str) -> str:
