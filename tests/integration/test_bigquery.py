@@ -218,28 +218,12 @@ def test_rescoring_is_idempotent_and_leaves_no_staging_tables(
 def test_a_crash_while_scoring_leaves_the_previous_scores(
     prod_cycle: dict, bq_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ml.model import ScoringModel
-    from ml.score import ModelRef, score
+    from faults import score_crashing_on_third_batch  # tests/integration/faults.py
 
     trained, settings = prod_cycle["trained"], prod_cycle["settings"]
     count = f"select count(*) as n, max(scored_at) as at from `{SCORES}` where run_id = @r"
     before = _rows(bq_env, count, r=trained.run_id)[0]
-    calls = {"n": 0}
-    original = ScoringModel.predict_columns
-
-    def crash_on_third_batch(self, columns):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("injected crash")
-        return original(self, columns)
-
-    monkeypatch.setattr(ScoringModel, "predict_columns", crash_on_third_batch)
-    small = settings.model_copy(
-        update={"predictions": settings.predictions.model_copy(update={"batch_size": 500})}
-    )
-    with pytest.raises(RuntimeError, match="injected crash"):
-        score(small, ModelRef(run_id=trained.run_id))
-    assert calls["n"] == 3
+    score_crashing_on_third_batch(settings, trained.run_id, 500, monkeypatch)
     assert _rows(bq_env, count, r=trained.run_id)[0] == before
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from faults import score_crashing_on_third_batch  # tests/integration/faults.py
 from warehouse_snapshots import snapshot as _snapshot  # tests/integration/warehouse_snapshots.py
 
 from ml.cli import main
@@ -133,25 +134,8 @@ def test_rescoring_replaces_the_slice_and_leaves_others(
 def test_crash_between_batches_leaves_previous_scores(
     scored, trained_x_learner, settings, ml_env, monkeypatch
 ) -> None:
-    from ml.model import ScoringModel
-
     before = _slice(ml_env, trained_x_learner.run_id, UPCOMING)
-    calls = {"n": 0}
-    original = ScoringModel.predict_columns
-
-    def crash_on_third_batch(self, columns):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("injected crash")
-        return original(self, columns)
-
-    monkeypatch.setattr(ScoringModel, "predict_columns", crash_on_third_batch)
-    small = settings.model_copy(
-        update={"predictions": settings.predictions.model_copy(update={"batch_size": 5000})}
-    )
-    with pytest.raises(RuntimeError, match="injected crash"):
-        score(small, ModelRef(run_id=trained_x_learner.run_id))
-    assert calls["n"] == 3  # two batches were written inside the transaction before the crash
+    score_crashing_on_third_batch(settings, trained_x_learner.run_id, 5000, monkeypatch)
     assert _slice(ml_env, trained_x_learner.run_id, UPCOMING) == before
     with _con(ml_env) as con:
         tables = {
