@@ -61,6 +61,28 @@ def _emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
 
 
+def _context_option(phase: str) -> Any:
+    return click.option(
+        "--context-params",
+        default=None,
+        metavar="JSON",
+        help=f"Context values as a JSON object (default: the recipe's {phase} defaults).",
+    )
+
+
+def _build_option(model: str) -> Any:
+    return click.option(
+        "--build/--no-build",
+        default=False,
+        show_default=True,
+        help=f"dbt build the recipe's {model} model (and its parents) first.",
+    )
+
+
+def _json_option(what: str) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help=f"Print one JSON object ({what}).")
+
+
 @main.command()
 @click.option(
     "--recipe",
@@ -104,27 +126,12 @@ def validate(
     type=click.Path(dir_okay=False),
     help="Recipe YAML file.",
 )
-@click.option(
-    "--context-params",
-    default=None,
-    metavar="JSON",
-    help="Context values as a JSON object (default: the recipe's train defaults).",
-)
-@click.option(
-    "--build/--no-build",
-    default=False,
-    show_default=True,
-    help="dbt build the recipe's training model (and its parents) first.",
-)
+@_context_option("train")
+@_build_option("training")
 @click.option(
     "--alias", default=None, help="Registry alias to point at the new version, e.g. champion."
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object (run_id, model, version, metrics).",
-)
+@_json_option("run_id, model, version, metrics")
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -171,24 +178,9 @@ def train(
     metavar="NAME[@ALIAS]",
     help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
 )
-@click.option(
-    "--context-params",
-    default=None,
-    metavar="JSON",
-    help="Context values as a JSON object (default: the recipe's score defaults).",
-)
-@click.option(
-    "--build/--no-build",
-    default=False,
-    show_default=True,
-    help="dbt build the recipe's scoring model (and its parents) first.",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object (rows, relation, seconds, run ids).",
-)
+@_context_option("score")
+@_build_option("scoring")
+@_json_option("rows, relation, seconds, run ids")
 @click.pass_context
 def score(
     ctx: click.Context,
