@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ml.config import BigQuerySettings
-from ml.errors import ConfigError, WarehouseError
+from ml.errors import ConfigError, WarehouseError, one_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -176,9 +176,7 @@ class BigQuery:
         except NotFound:
             return False
         except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials
-            raise WarehouseError(
-                f"BigQuery: cannot look up {relation} ({_one_line(exc)})"
-            ) from None
+            raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
 
     def columns(self, relation: Relation) -> dict[str, str]:
         from google.api_core.exceptions import NotFound
@@ -188,9 +186,7 @@ class BigQuery:
         except NotFound:
             raise WarehouseError(f"relation {relation} does not exist") from None
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(
-                f"BigQuery: cannot look up {relation} ({_one_line(exc)})"
-            ) from None
+            raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
         return {f.name: _KIND.get(f.field_type.upper(), f.field_type.lower()) for f in table.schema}
 
     # -- reading -----------------------------------------------------------------------------
@@ -229,7 +225,7 @@ class BigQuery:
         except WarehouseError:
             raise
         except Exception as exc:  # noqa: BLE001 - google.api_core and grpc errors
-            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
 
     def read_arrow(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
@@ -325,7 +321,7 @@ class BigQuery:
             job = self._query(sql, params)
             row = next(iter(job.result(retry=self.retry, timeout=self.timeout)))
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
         return {
             "rows": int(row["n_rows"] or 0),
             "nulls": {k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
@@ -378,7 +374,7 @@ class BigQuery:
         except (ConfigError, WarehouseError):
             raise
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"writing to dataset {dataset} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"writing to dataset {dataset} failed: {one_line(exc)}") from None
 
     def slice_writer(
         self,
@@ -484,7 +480,7 @@ class BigQuerySliceWriter:
             raise
         except Exception as exc:  # noqa: BLE001
             raise WarehouseError(
-                f"writing {self.dataset}.{self.name} failed: {_one_line(exc)}; the previous scores are unchanged"
+                f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
             ) from None
 
     def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
@@ -630,7 +626,7 @@ def _credentials(s: BigQuerySettings) -> Any:
             )
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"config: warehouse.bigquery.keyfile: cannot read {s.keyfile} ({_one_line(exc)})"
+                f"config: warehouse.bigquery.keyfile: cannot read {s.keyfile} ({one_line(exc)})"
             ) from None
     if s.api_endpoint and _is_loopback(urlparse(s.api_endpoint).hostname):
         from google.auth.credentials import AnonymousCredentials
@@ -643,7 +639,7 @@ def _credentials(s: BigQuerySettings) -> Any:
     except Exception as exc:  # noqa: BLE001 - DefaultCredentialsError and transport errors
         raise ConfigError(
             "config: warehouse.bigquery: no credentials (set BQ_KEYFILE to a service account "
-            f"key, or log in with `gcloud auth application-default login`): {_one_line(exc)}"
+            f"key, or log in with `gcloud auth application-default login`): {one_line(exc)}"
         ) from None
     return credentials
 
@@ -657,7 +653,3 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:400]

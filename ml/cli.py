@@ -79,6 +79,19 @@ def _build_option(model: str) -> Any:
     )
 
 
+def _model_options(run_help: str) -> Any:
+    """--run-id or --model NAME[@ALIAS]: what `ml score` and `ml serve` use."""
+    run_id = click.option("--run-id", default=None, help=run_help)
+    model = click.option(
+        "--model",
+        "model",
+        default=None,
+        metavar="NAME[@ALIAS]",
+        help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
+    )
+    return lambda f: run_id(model(f))
+
+
 def _json_option(what: str) -> Any:
     return click.option("--json", "as_json", is_flag=True, help=f"Print one JSON object ({what}).")
 
@@ -170,14 +183,7 @@ def train(
 
 
 @main.command()
-@click.option("--run-id", default=None, help="Training run to score with.")
-@click.option(
-    "--model",
-    "model",
-    default=None,
-    metavar="NAME[@ALIAS]",
-    help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
-)
+@_model_options("Training run to score with.")
 @_context_option("score")
 @_build_option("scoring")
 @_json_option("rows, relation, seconds, run ids")
@@ -221,14 +227,7 @@ def score(
 
 
 @main.command()
-@click.option("--run-id", default=None, help="Training run whose logged model to serve.")
-@click.option(
-    "--model",
-    "model",
-    default=None,
-    metavar="NAME[@ALIAS]",
-    help="Registered model: NAME (latest), NAME@ALIAS or NAME/VERSION.",
-)
+@_model_options("Training run whose logged model to serve.")
 @click.option("--host", default=None, help="Interface to bind (default: serving.host).")
 @click.option(
     "--port", default=None, type=click.IntRange(0, 65535), help="Port (default: serving.port)."

@@ -7,6 +7,11 @@ classes to JSON error bodies. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception's text folded onto one line and capped, for messages that quote it."""
+    return " ".join(str(exc).split())[:limit]
+
+
 class MLError(Exception):
     """Root of every error a user can cause and fix."""
 

@@ -20,7 +20,7 @@ from typing import Any
 from ml import contract
 from ml.config import Settings
 from ml.dbt import DbtProject
-from ml.errors import ContractError, TrainingError, WarehouseError
+from ml.errors import ContractError, TrainingError, WarehouseError, one_line
 from ml.model import ScoringModel, TrainingSchema
 from ml.plan import Plan, plan
 from ml.progress import Steps
@@ -102,7 +102,7 @@ def load_trained(ref: ModelRef) -> Trained:
                 mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=part, dst_path=tmp)
         except Exception as exc:  # noqa: BLE001
             raise TrainingError(
-                f"run '{run_id}': cannot download its artifacts ({' '.join(str(exc).split())[:200]})"
+                f"run '{run_id}': cannot download its artifacts ({one_line(exc, 200)})"
             ) from None
         root = Path(tmp)
         import yaml

@@ -46,7 +46,7 @@ from pydantic import (
 )
 
 from ml.config import Settings
-from ml.errors import ConfigError, ContractError, MLError, RunNotFoundError, TrackingError
+from ml.errors import ConfigError, ContractError, MLError, RunNotFoundError, TrackingError, one_line
 from ml.model import ScoringModel, TrainingSchema, predict_matrix
 from ml.tracking import ModelRef
 
@@ -121,7 +121,7 @@ def read_schema(target: Target) -> TrainingSchema:
                 return TrainingSchema.from_dict(json.load(f))
         except Exception as exc:  # noqa: BLE001 - missing or unreadable artifact
             raise TrackingError(
-                f"run '{target.run_id}': cannot read schema/training_schema.json ({_one_line(exc)})"
+                f"run '{target.run_id}': cannot read schema/training_schema.json ({one_line(exc, 300)})"
             ) from None
 
 
@@ -136,7 +136,7 @@ def load(target: Target) -> ScoringModel:
         try:
             python_model = mlflow.pyfunc.load_model(target.uri).unwrap_python_model()
         except Exception as exc:  # noqa: BLE001 - any failure to load is the store's problem
-            raise TrackingError(f"cannot load {target.uri}: {_one_line(exc)}") from None
+            raise TrackingError(f"cannot load {target.uri}: {one_line(exc, 300)}") from None
     if not isinstance(python_model, PyfuncScoringModel):
         raise ContractError(f"{target.uri} is not a model logged by ml train")
     return python_model.model
@@ -550,7 +550,3 @@ def app_from_env() -> FastAPI:
 
     ref = ModelRef.parse(os.environ.get(ENV_RUN_ID), os.environ.get(ENV_MODEL))
     return create_app(load_settings(), ref)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.errors import ConfigError, RunNotFoundError, TrackingError
+from ml.errors import ConfigError, RunNotFoundError, TrackingError, one_line
 
 HTTP_TIMEOUT_SECONDS = "10"
 
@@ -87,7 +87,7 @@ def configure(settings: Settings) -> Any:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any backend failure means unreachable
         raise TrackingError(
-            f"MLflow tracking store {_redact(uri)} is unreachable: {_one_line(exc)}"
+            f"MLflow tracking store {_redact(uri)} is unreachable: {one_line(exc, 300)}"
         ) from None
     return client
 
@@ -146,7 +146,7 @@ def resolve_model_version(name: str, alias_or_version: str | None) -> Any:
     except MlflowException as exc:
         ref = f"{name}@{alias_or_version}" if alias_or_version else name
         raise RunNotFoundError(
-            f"model '{ref}' not found in the registry ({_one_line(exc)})"
+            f"model '{ref}' not found in the registry ({one_line(exc, 300)})"
         ) from None
 
 
@@ -168,7 +168,3 @@ def _redact(uri: str) -> str:
     from ml.config import redact
 
     return str(redact(uri))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

@@ -22,7 +22,7 @@ import numpy as np
 from ml import contract
 from ml.config import Settings, dump_yaml
 from ml.dbt import DbtProject
-from ml.errors import MLError, TrainingError, WarehouseError
+from ml.errors import MLError, TrainingError, WarehouseError, one_line
 from ml.plan import Plan, plan
 from ml.progress import Steps
 from ml.recipe import load_recipe, parse_context_params, resolve_context
@@ -91,7 +91,7 @@ def train(
             mlflow.set_tag("ml.error", exc.message)
             raise
         except Exception as exc:
-            mlflow.set_tag("ml.error", " ".join(str(exc).split())[:500])
+            mlflow.set_tag("ml.error", one_line(exc, 500))
             raise
     return TrainResult(
         run.info.run_id, recipe.name, version, result["metrics"], alias, result["rows"]
@@ -163,7 +163,7 @@ def _train_in_run(
             raise
         except Exception as exc:  # noqa: BLE001 - the estimator's own message is the useful part
             raise TrainingError(
-                f"{p.label}: model: {recipe.model.class_path} failed to fit: {' '.join(str(exc).split())[:300]}"
+                f"{p.label}: model: {recipe.model.class_path} failed to fit: {one_line(exc, 300)}"
             ) from None
 
     with steps.step(f"evaluating on {len(split.test):,} held-out rows"):
@@ -173,7 +173,7 @@ def _train_in_run(
             score = predict_matrix(estimator, p.task, X_test)
         except Exception as exc:  # noqa: BLE001
             raise TrainingError(
-                f"{recipe.model.class_path} failed to predict: {' '.join(str(exc).split())[:300]}"
+                f"{recipe.model.class_path} failed to predict: {one_line(exc, 300)}"
             ) from None
         ev = evaluate(
             p.task,
@@ -231,10 +231,8 @@ def _background(fn: Any, *args: Any) -> Future[Any]:
 def _compiled_sql(project: DbtProject, p: Plan, dbt_vars: dict[str, Any]) -> str:
     try:
         return project.compiled_sql(p.train_model.name, vars=dbt_vars)
-    except MLError:
-        return (
-            p.train_model.raw_code
-        )  # compiling needs the warehouse; the raw SQL still documents it
+    except MLError:  # compiling needs the warehouse; the raw SQL still documents the model
+        return p.train_model.raw_code
 
 
 def _log_artifacts(

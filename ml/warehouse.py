@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 from ml.dbt import Relation
-from ml.errors import ConfigError, WarehouseError
+from ml.errors import ConfigError, WarehouseError, one_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,10 +133,10 @@ class Warehouse:
                     if locked:
                         raise WarehouseError(
                             f"{path}: locked by another process for {wh.duckdb.lock_timeout_seconds:g}s "
-                            f"({_one_line(exc)}); retry when it has finished"
+                            f"({one_line(exc)}); retry when it has finished"
                         ) from None
                     raise WarehouseError(
-                        f"{path}: cannot open the DuckDB file ({_one_line(exc)})"
+                        f"{path}: cannot open the DuckDB file ({one_line(exc)})"
                     ) from None
         if wh.type == "bigquery":
             return self.bq.ibis_connection()
@@ -174,7 +174,7 @@ class Warehouse:
         try:
             return self.con.table(relation.name, database=self._database(relation))
         except Exception as exc:  # noqa: BLE001 - ibis raises backend-specific errors
-            raise WarehouseError(f"relation {relation} does not exist ({_one_line(exc)})") from None
+            raise WarehouseError(f"relation {relation} does not exist ({one_line(exc)})") from None
 
     def exists(self, relation: Relation) -> bool:
         if self.kind == "bigquery":
@@ -213,7 +213,7 @@ class Warehouse:
         try:
             return self._cursor().execute(sql, params).to_arrow_table()
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
 
     def read_batches(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any], batch_size: int
@@ -226,7 +226,7 @@ class Warehouse:
         try:
             reader = cursor.execute(sql, params).to_arrow_reader(batch_size)
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
         yield from reader
 
     def key_stats(
@@ -245,7 +245,7 @@ class Warehouse:
         try:
             row = self._cursor().execute(sql, params).fetchone()
         except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"reading {relation} failed: {_one_line(exc)}") from None
+            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
         return {
             "rows": int(row[0] or 0),
             "nulls": {k: int(row[1 + i] or 0) for i, k in enumerate(keys)},
@@ -286,7 +286,7 @@ class Warehouse:
             except Exception as exc:  # noqa: BLE001
                 raw.execute("rollback")
                 raise WarehouseError(
-                    f"writing to schema {schema} failed: {_one_line(exc)}"
+                    f"writing to schema {schema} failed: {one_line(exc)}"
                 ) from None
             return
         if self.kind == "bigquery":  # one load job per table
@@ -415,10 +415,6 @@ def _ident(name: str) -> str:
     if not name or '"' in name or "`" in name or "\x00" in name:
         raise ConfigError(f"invalid identifier {name!r}")
     return name
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:400]
 
 
 def connect(settings: Settings) -> Warehouse:
