@@ -153,13 +153,56 @@ class DbtProject:
         return sorted(n["name"] for n in nodes.values() if n.get("resource_type") == "model")
 
     def compiled_sql(self, name: str, vars: dict[str, Any] | None = None) -> str:
-        """The model's SQL as dbt compiles it for this target (logged with every run)."""
+        """The model's SQL as dbt compiles it for this target (logged with every run): what
+        this target's last dbt invocation recorded when that still holds, else `dbt compile`."""
+        recorded = self.recorded_sql(name, vars)
+        if recorded is not None:
+            return recorded
         result = self.invoke(["compile", "--select", name, "--quiet"], vars=vars, quiet=True)
         for node_result in result.result or []:
             node = getattr(node_result, "node", None)
             if node is not None and getattr(node, "compiled_code", None):
                 return str(node.compiled_code)
         raise DbtError(f"dbt compile returned no SQL for model {name}")
+
+    def recorded_sql(self, name: str, vars: dict[str, Any] | None = None) -> str | None:
+        """The model's compiled SQL from run_results.json, if the invocation that wrote it also
+        wrote the current manifest (same invocation id: nothing re-parsed since) and ran for
+        this target with the same vars; None otherwise. A build or compile leaves it there, so
+        the usual `dbt build` then `ml train` needs no second dbt invocation."""
+        model = self.find_model(name)
+        if model is None:
+            return None
+        try:
+            with self._locked():
+                results = json.loads((self.target_path / "run_results.json").read_text())
+        except (OSError, ValueError):
+            return None
+        invocation = (results.get("metadata") or {}).get("invocation_id")
+        if not invocation or invocation != (self.manifest().get("metadata") or {}).get(
+            "invocation_id"
+        ):
+            return None
+        args = results.get("args") or {}
+        if args.get("target", self.target) != self.target:
+            return None
+        if _canonical(args.get("vars") or {}) != _canonical(vars or {}):
+            return None
+        for r in results.get("results") or []:
+            if r.get("unique_id") == model.unique_id and r.get("compiled_code"):
+                return str(r["compiled_code"])
+        return None
+
+
+def _canonical(vars: Any) -> str:
+    if isinstance(vars, str):  # older run_results keep --vars as given
+        try:
+            import yaml
+
+            vars = yaml.safe_load(vars) or {}
+        except yaml.YAMLError:
+            return vars
+    return json.dumps(vars, sort_keys=True, default=str)
 
 
 def _model_from_node(node: dict[str, Any]) -> DbtModel:

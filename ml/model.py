@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.fastpredict import accelerate
 from ml.preprocess import Preprocessor
 
 
@@ -38,12 +39,18 @@ class TrainingSchema:
 
 
 class ScoringModel:
-    """Predicts a score per row from feature columns: CATE, probability or value."""
+    """Predicts a score per row from feature columns: CATE, probability or value.
+
+    Built from loaded artifacts only (batch scoring, the pyfunc): it gives the XGBoost models
+    inside the estimator the low-overhead predict path of `ml.fastpredict`, which returns the
+    same floats as XGBoost's own.
+    """
 
     def __init__(self, schema: TrainingSchema, preprocessor: Preprocessor, estimator: Any) -> None:
         self.schema = schema
         self.preprocessor = preprocessor
         self.estimator = estimator
+        self.accelerated = accelerate(estimator, len(preprocessor.feature_names))
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
         return predict_matrix(

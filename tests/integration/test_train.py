@@ -558,3 +558,27 @@ def test_warehouse_locked_by_another_process(warehouse_copy, fresh_store: str) -
     assert str(warehouse_copy.path) in message and "locked by another process" in message
     assert "not built" not in message
     _assert_nothing_registered(fresh_store, "Error: " + message)
+
+
+def test_compiled_sql_is_reused_from_the_last_dbt_invocation(settings, monkeypatch) -> None:
+    """After a dbt build/compile, the logged SQL comes from run_results.json without running dbt
+    again, but only while that invocation's manifest is current and its vars match."""
+    from ml.dbt import DbtProject
+
+    project = DbtProject(settings)
+    project.invoke(["compile", "--select", "train_uplift", "--quiet"], quiet=True)
+    recorded = project.recorded_sql("train_uplift")
+    assert recorded is not None
+    assert '"analytics_features"."customer_features"' in recorded and "{{" not in recorded
+
+    def no_dbt(*args, **kwargs):
+        raise AssertionError("dbt was invoked")
+
+    monkeypatch.setattr(project, "invoke", no_dbt)
+    assert project.compiled_sql("train_uplift") == recorded
+    assert project.recorded_sql("train_uplift", vars={"campaign_id": "cmp_2026_09"}) is None
+    assert project.recorded_sql("no_such_model") is None
+    monkeypatch.undo()
+
+    project.parse()  # a newer invocation wrote the manifest: the recorded SQL may be stale
+    assert DbtProject(settings).recorded_sql("train_uplift") is None
