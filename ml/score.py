@@ -288,7 +288,7 @@ def _pipeline(
             try:
                 write(item)
                 written += item.num_rows
-                if on_batch:  # progress counts rows written (inside the open transaction)
+                if on_batch:  # progress counts rows written (not visible until the swap)
                     on_batch(written, total)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 failure.append(exc)

@@ -267,7 +267,9 @@ class Warehouse:
             raise ConfigError(
                 f"config: warehouse.type: '{self.kind}' is not supported by this build"
             )
-        return SliceWriter(self, schema, name, slice_, constants)
+        from ml.duckdb_slices import DuckDBSliceWriter
+
+        return DuckDBSliceWriter(self.con.con, schema, name, slice_, constants)
 
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         """Create or replace whole tables (used to load raw demo data)."""
@@ -328,78 +330,6 @@ def _acquire_file_lock(lock_path: Path, deadline: float, db_path: Path) -> Any:
                     "retry when it has finished"
                 ) from None
             time.sleep(0.1)
-
-
-class SliceWriter:
-    """Replaces one slice of a table (rows matching `slice`) in a single transaction.
-
-    Rows become visible all at once on commit; a crash before it leaves the previous rows as
-    they were (DuckDB rolls the open transaction back), so no partial batch is ever visible.
-    """
-
-    def __init__(
-        self,
-        wh: Warehouse,
-        schema: str,
-        name: str,
-        slice_: Mapping[str, Any],
-        constants: Mapping[str, tuple[Any, Any]],
-    ) -> None:
-        self.schema, self.name, self.slice = schema, name, dict(slice_)
-        self.constants = dict(constants)  # column -> (value, Arrow type): bound once per insert
-        self.qualified = f'"{_ident(schema)}"."{_ident(name)}"'
-        self.rows = 0
-        self._con = wh.con.con.cursor()  # its own connection: reads stream on the other one
-        self._insert = ""
-
-    def __enter__(self) -> SliceWriter:
-        self._con.execute("begin transaction")
-        self._con.execute(f'create schema if not exists "{_ident(self.schema)}"')
-        return self
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if not self._insert:
-            self._insert = self._prepare(batch.schema)
-        self._con.register("_ml_batch", batch)
-        try:
-            self._con.execute(self._insert, [v for v, _ in self.constants.values()])
-        finally:
-            self._con.unregister("_ml_batch")
-        self.rows += batch.num_rows
-
-    def _prepare(self, schema: pa.Schema) -> str:
-        import pyarrow as pa
-
-        fields = [*schema, *(pa.field(c, t) for c, (_, t) in self.constants.items())]
-        self._con.register("_ml_empty", pa.schema(fields).empty_table())
-        self._con.execute(f"create table if not exists {self.qualified} as select * from _ml_empty")
-        types = dict(
-            self._con.execute(
-                "select column_name, column_type from (describe select * from _ml_empty)"
-            ).fetchall()
-        )
-        self._con.unregister("_ml_empty")
-        existing = [
-            r[0] for r in self._con.execute(f"select * from {self.qualified} limit 0").description
-        ]
-        if set(existing) != {f.name for f in fields}:
-            raise WarehouseError(
-                f"{self.schema}.{self.name}: existing columns ({', '.join(existing)}) differ from the scores "
-                f"({', '.join(f.name for f in fields)}); drop or rename the old table"
-            )
-        where = " and ".join(f'"{_ident(c)}" = ?' for c in self.slice) or "true"
-        self._con.execute(f"delete from {self.qualified} where {where}", list(self.slice.values()))
-        bound = ", ".join(f'cast(? as {types[c]}) as "{_ident(c)}"' for c in self.constants)
-        return f"insert into {self.qualified} by name select *{', ' if bound else ''}{bound} from _ml_batch"
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if exc_type is None:
-                self._con.execute("commit")
-            else:
-                self._con.execute("rollback")
-        finally:
-            self._con.close()
 
 
 def _quote(name: str) -> str:

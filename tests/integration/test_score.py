@@ -144,7 +144,17 @@ def test_crash_between_batches_leaves_previous_scores(
                 "select table_name from information_schema.tables where table_schema = 'predictions'"
             ).fetchall()
         }
-    assert tables <= {"xgboost_x_learner", "conversion_xgb", "causal_forest", "no_score_default"}
+        # the failed write took its committed batches and its slice with it
+        leftovers = con.execute(
+            "select count(*) from predictions._xgboost_x_learner__slices where state <> 'live'"
+        ).fetchone()[0]
+        stored = con.execute(
+            "select count(*) from predictions._xgboost_x_learner__scores"
+        ).fetchone()[0]
+        visible = con.execute(f"select count(*) from {TABLE}").fetchone()[0]
+    names = {"xgboost_x_learner", "conversion_xgb", "causal_forest", "no_score_default"}
+    assert tables <= names | {f"_{n}__{part}" for n in names for part in ("scores", "slices")}
+    assert leftovers == 0 and stored == visible
 
 
 def test_score_cli_json_and_scoring_run(scored, trained_x_learner, ml_env) -> None:

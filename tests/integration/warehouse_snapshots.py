@@ -30,7 +30,8 @@ def fresh_copy(pristine: Path, folder: Path) -> Path:
 
 def contents(path: Path | str) -> dict:
     """What a refused or killed command must leave as it was: every table dbt can see, and per
-    score table (the predictions schema) its row count and latest scored_at."""
+    score relation (the predictions schema's views; `_`-prefixed tables hold their slices) its
+    row count and latest scored_at."""
     with duckdb.connect(str(path)) as con:
         tables = sorted(
             con.execute(
@@ -42,6 +43,6 @@ def contents(path: Path | str) -> dict:
                 f'select count(*), max(scored_at) from predictions."{name}"'
             ).fetchone()
             for schema, name, _ in tables
-            if schema == "predictions"
+            if schema == "predictions" and not name.startswith("_")
         }
     return {"tables": tables, "scores": scores}

@@ -1,0 +1,238 @@
+"""Score tables on DuckDB: a view over narrow slices, so a slice is replaced atomically without
+holding it in one large transaction.
+
+`<schema>.<name>`, the relation users and dbt read, is a view over two tables:
+- `_<name>__scores`: one row per scored entity: `slice_id`, the entity keys, `score`;
+- `_<name>__slices`: one row per slice (context + training run): `slice_id`, `state`, the
+  context columns, model_name, model_version, run_id, scored_at.
+
+The view shows the rows of `live` slices only. A write appends its rows under a new slice id
+in small autocommitted batches (memory stays bounded by the batch size, not the population;
+the per-row constants are stored once per slice, not once per row), and then one short
+transaction marks the new slice live and the slice it replaces `replaced`: readers see the old
+rows until that commit and the new ones after it, never a mixture. The replaced rows are
+deleted afterwards. A write that fails deletes its own rows; one that was killed leaves a
+`writing` slice that the next write to the table removes (writers hold the warehouse lock, so
+no other writer can be running). Tables written by an older layout (one table holding every
+column) are converted on the first write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from ml.errors import WarehouseError, one_line
+
+LIVE, WRITING, REPLACED = "live", "writing", "replaced"
+
+
+def q(name: str) -> str:
+    if not name or '"' in name or "`" in name or "\x00" in name:
+        raise WarehouseError(f"invalid identifier {name!r}")
+    return f'"{name}"'
+
+
+class DuckDBSliceWriter:
+    """Replaces the rows of `<schema>.<name>` matching `slice_` (column -> value) with the
+    batches written, plus constant columns (column -> (value, Arrow type))."""
+
+    def __init__(
+        self,
+        raw: Any,
+        schema: str,
+        name: str,
+        slice_: Mapping[str, Any],
+        constants: Mapping[str, tuple[Any, Any]],
+    ) -> None:
+        self.schema, self.name, self.slice = schema, name, dict(slice_)
+        self.constants = dict(constants)
+        self.view = f"{q(schema)}.{q(name)}"
+        self.scores = f"{q(schema)}.{q(f'_{name}__scores')}"
+        self.slices = f"{q(schema)}.{q(f'_{name}__slices')}"
+        self.rows = 0
+        self._con = raw.cursor()  # its own connection: reads stream on the other one
+        self._insert = ""
+        self._slice_id: int | None = None
+        self._score_cols: list[str] = []
+
+    def __enter__(self) -> DuckDBSliceWriter:
+        return self
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, batch: pa.Table | pa.RecordBatch) -> None:
+        if not self._insert:
+            self._prepare(batch.schema)
+        self._con.register("_ml_batch", batch)
+        try:
+            self._con.execute(self._insert, [self._slice_id])
+        finally:
+            self._con.unregister("_ml_batch")
+        self.rows += batch.num_rows
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._slice_id is None:
+                return  # nothing was written (an empty population is refused before this)
+            if exc_type is None:
+                self._swap()
+            else:
+                self._discard(self._slice_id)
+        finally:
+            self._con.close()
+
+    def _swap(self) -> None:
+        where = " and ".join(f"{q(c)} = ?" for c in self.slice) or "true"
+        con = self._con
+        con.execute("begin transaction")
+        try:
+            old = [
+                r[0]
+                for r in con.execute(
+                    f"select slice_id from {self.slices} where state = ? and {where}",
+                    [LIVE, *self.slice.values()],
+                ).fetchall()
+            ]
+            if old:
+                con.execute(
+                    f"update {self.slices} set state = ? where slice_id in ({_marks(old)})",
+                    [REPLACED, *old],
+                )
+            con.execute(
+                f"update {self.slices} set state = ? where slice_id = ?", [LIVE, self._slice_id]
+            )
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+        for slice_id in old:  # no longer visible; a crash here leaves them for the next write
+            self._discard(slice_id)
+
+    def _discard(self, slice_id: int) -> None:
+        self._con.execute(f"delete from {self.scores} where slice_id = ?", [slice_id])
+        self._con.execute(f"delete from {self.slices} where slice_id = ?", [slice_id])
+
+    # -- layout ------------------------------------------------------------------------------
+    def _prepare(self, batch_schema: pa.Schema) -> None:
+        """Create or check the tables and the view, clear what killed writers left, and open
+        a new slice in state `writing`."""
+        con = self._con
+        meta_fields = [f for f in batch_schema if f.name in self.slice] + [
+            pa.field(c, t) for c, (_, t) in self.constants.items()
+        ]
+        meta_names = {f.name for f in meta_fields}
+        score_fields = [f for f in batch_schema if f.name not in meta_names]
+        self._score_cols = [f.name for f in score_fields]
+        view_cols = [f.name for f in batch_schema] + [
+            c for c in self.constants if c not in {f.name for f in batch_schema}
+        ]
+        scores_schema = pa.schema([pa.field("slice_id", pa.int64()), *score_fields])
+        slices_schema = pa.schema(
+            [pa.field("slice_id", pa.int64()), pa.field("state", pa.string()), *meta_fields]
+        )
+        con.execute(f"create schema if not exists {q(self.schema)}")
+        con.execute("begin transaction")
+        try:
+            kind = self._relation_kind()
+            if kind == "BASE TABLE":
+                self._convert(scores_schema, slices_schema, view_cols)
+            else:
+                for table, schema in ((self.scores, scores_schema), (self.slices, slices_schema)):
+                    con.register("_ml_empty", schema.empty_table())
+                    con.execute(f"create table if not exists {table} as select * from _ml_empty")
+                    con.unregister("_ml_empty")
+                    self._check_columns(table, schema.names)
+                self._create_view(view_cols, meta_names)
+            con.execute("commit")
+        except Exception as exc:
+            con.execute("rollback")
+            if isinstance(exc, WarehouseError):
+                raise
+            raise WarehouseError(
+                f"{self.schema}.{self.name}: cannot prepare the score tables ({one_line(exc)})"
+            ) from None
+        self._clear_leftovers()
+        self._slice_id = con.execute(
+            f"select greatest((select coalesce(max(slice_id), 0) from {self.slices}), "
+            f"(select coalesce(max(slice_id), 0) from {self.scores})) + 1"
+        ).fetchone()[0]
+        values = {**self.slice, **{c: v for c, (v, _) in self.constants.items()}}
+        meta = [f.name for f in meta_fields]
+        con.execute(
+            f"insert into {self.slices} (slice_id, state, {', '.join(q(c) for c in meta)}) "
+            f"values (?, ?, {_marks(meta)})",
+            [self._slice_id, WRITING, *(values[c] for c in meta)],
+        )
+        cols = ", ".join(q(c) for c in self._score_cols)
+        self._insert = (
+            f"insert into {self.scores} (slice_id, {cols}) select cast(? as bigint), {cols} "
+            "from _ml_batch"
+        )
+
+    def _relation_kind(self) -> str | None:
+        row = self._con.execute(
+            "select table_type from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            [self.schema, self.name],
+        ).fetchone()
+        return row[0] if row else None
+
+    def _check_columns(self, table: str, expected: list[str]) -> None:
+        existing = [r[0] for r in self._con.execute(f"select * from {table} limit 0").description]
+        if set(existing) != set(expected):
+            shown = table.replace('"', "")
+            raise WarehouseError(
+                f"{shown}: existing columns ({', '.join(existing)}) differ "
+                f"from the scores ({', '.join(expected)}); drop or rename the old tables"
+            )
+
+    def _create_view(self, view_cols: list[str], meta_names: set[str]) -> None:
+        select = ", ".join(f"m.{q(c)}" if c in meta_names else f"s.{q(c)}" for c in view_cols)
+        self._con.execute(
+            f"create or replace view {self.view} as select {select} "
+            f"from {self.scores} s join {self.slices} m on s.slice_id = m.slice_id "
+            f"where m.state = '{LIVE}'"
+        )
+
+    def _clear_leftovers(self) -> None:
+        stale = [
+            r[0]
+            for r in self._con.execute(
+                f"select slice_id from {self.slices} where state <> ?", [LIVE]
+            ).fetchall()
+        ]
+        for slice_id in stale:
+            self._discard(slice_id)
+
+    def _convert(self, scores: pa.Schema, slices: pa.Schema, view_cols: list[str]) -> None:
+        """An older layout's single table becomes the two tables and the view, in the caller's
+        transaction; every row keeps its values."""
+        con = self._con
+        existing = [r[0] for r in con.execute(f"select * from {self.view} limit 0").description]
+        if set(existing) != set(view_cols):
+            raise WarehouseError(
+                f"{self.schema}.{self.name}: existing columns ({', '.join(existing)}) differ from "
+                f"the scores ({', '.join(view_cols)}); drop or rename the old table"
+            )
+        meta = [c for c in slices.names if c not in ("slice_id", "state")]
+        old = f"{q(self.schema)}.{q(f'_{self.name}__old')}"
+        con.execute(f"alter table {self.view} rename to {q(f'_{self.name}__old')}")
+        meta_sql = ", ".join(q(c) for c in meta)
+        con.execute(
+            f"create table {self.slices} as select row_number() over () as slice_id, "
+            f"'{LIVE}' as state, {meta_sql} from (select distinct {meta_sql} from {old})"
+        )
+        join = " and ".join(f"o.{q(c)} is not distinct from m.{q(c)}" for c in meta)
+        score_sql = ", ".join(f"o.{q(c)}" for c in scores.names if c != "slice_id")
+        con.execute(
+            f"create table {self.scores} as select m.slice_id, {score_sql} "
+            f"from {old} o join {self.slices} m on {join}"
+        )
+        con.execute(f"drop table {old}")
+        self._create_view(view_cols, set(meta))
+
+
+def _marks(items: list[Any]) -> str:
+    return ", ".join("?" for _ in items)
