@@ -6,8 +6,8 @@ holding it in one large transaction.
 - `_<name>__slices`: one row per slice (context + training run): `slice_id`, `state`, the
   context columns, model_name, model_version, run_id, scored_at.
 
-The view shows the rows of `live` slices only. A write appends its rows under a new slice id
-in small autocommitted batches (memory stays bounded by the batch size, not the population;
+The view shows the rows of `live` slices only. A write appends its rows under a new slice id,
+committing every million rows or so (memory stays bounded by that, not by the population;
 the per-row constants are stored once per slice, not once per row), and then one short
 transaction marks the new slice live and the slice it replaces `replaced`: readers see the old
 rows until that commit and the new ones after it, never a mixture. The replaced rows are
@@ -27,6 +27,9 @@ import pyarrow as pa
 from ml.errors import WarehouseError, one_line
 
 LIVE, WRITING, REPLACED = "live", "writing", "replaced"
+# Rows appended per transaction while a slice is written: large enough that commits cost
+# little, small enough that the open transaction's rows (held in memory) stay a few MB.
+COMMIT_ROWS = 1_000_000
 
 
 def q(name: str) -> str:
@@ -57,6 +60,7 @@ class DuckDBSliceWriter:
         self._insert = ""
         self._slice_id: int | None = None
         self._score_cols: list[str] = []
+        self._uncommitted = -1  # rows appended in the open transaction; -1: none open
 
     def __enter__(self) -> DuckDBSliceWriter:
         return self
@@ -65,17 +69,27 @@ class DuckDBSliceWriter:
     def write(self, batch: pa.Table | pa.RecordBatch) -> None:
         if not self._insert:
             self._prepare(batch.schema)
+        if self._uncommitted < 0:
+            self._con.execute("begin transaction")
+            self._uncommitted = 0
         self._con.register("_ml_batch", batch)
         try:
             self._con.execute(self._insert, [self._slice_id])
         finally:
             self._con.unregister("_ml_batch")
         self.rows += batch.num_rows
+        self._uncommitted += batch.num_rows
+        if self._uncommitted >= COMMIT_ROWS:
+            self._con.execute("commit")
+            self._uncommitted = -1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self._slice_id is None:
                 return  # nothing was written (an empty population is refused before this)
+            if self._uncommitted >= 0:
+                self._con.execute("commit" if exc_type is None else "rollback")
+                self._uncommitted = -1
             if exc_type is None:
                 self._swap()
             else:

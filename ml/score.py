@@ -161,8 +161,6 @@ def score(
 
     from ml.warehouse import connect
 
-    start = time.perf_counter()
-    scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     relation = str(p.score_model.relation)
     out_schema = settings.predictions.schema_name
     output = f"{out_schema}.{recipe.name}"
@@ -170,6 +168,11 @@ def score(
     schema = trained.model.schema
 
     with connect(settings) as wh:
+        with steps.step("opening the warehouse"):
+            wh.open()
+        # `seconds` covers the scoring itself: population checks, streaming, writing, the swap
+        start = time.perf_counter()
+        scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         with steps.step(f"checking {relation} against the training schema"):
             total = _check_population(wh, p, schema, filters, context)
         slice_ = {**{p.context_columns[n]: v for n, v in context.items()}, "run_id": trained.run_id}

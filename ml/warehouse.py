@@ -104,6 +104,12 @@ class Warehouse:
             self._con = self._connect()
         return self._con
 
+    def open(self) -> Warehouse:
+        """Connect now rather than on first use: on DuckDB, import the backend, take the file
+        lock and open the file; on BigQuery, build the API client."""
+        _ = self.bq.client if self.kind == "bigquery" else self.con
+        return self
+
     def _connect(self) -> Any:
         import ibis
 

@@ -112,27 +112,33 @@ def test_readers_see_the_old_rows_until_the_swap(con) -> None:
     assert {r[2] for r in _rows(reader)} == {0.7} and len(_rows(reader)) == 20
 
 
-def test_a_failed_write_leaves_the_previous_rows_and_no_trace(con) -> None:
+def test_a_failed_write_leaves_the_previous_rows_and_no_trace(con, monkeypatch) -> None:
+    monkeypatch.setattr("ml.duckdb_slices.COMMIT_ROWS", 10)  # part committed, part open
     _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
     before = _rows(con)
     with pytest.raises(RuntimeError, match="boom"):
         slice_ = {"campaign_id": "c1", "run_id": "r1"}
         with DuckDBSliceWriter(con, "predictions", "uplift", slice_, _constants("r1")) as w:
             w.write(_batch(range(50), "c1", 0.8))
+            w.write(_batch(range(50, 55), "c1", 0.8))
             raise RuntimeError("boom")
     assert _rows(con) == before
     assert con.execute("select count(*) from predictions._uplift__scores").fetchone()[0] == 3
     assert con.execute("select count(*) from predictions._uplift__slices").fetchone()[0] == 1
 
 
-def test_a_killed_writer_is_invisible_and_cleared_by_the_next_write(tmp_path: Path) -> None:
+def test_a_killed_writer_is_invisible_and_cleared_by_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ml.duckdb_slices.COMMIT_ROWS", 10)  # commit as it goes, like 10M rows
     path = str(tmp_path / "warehouse.duckdb")
     with duckdb.connect(path) as con:
         _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
         killed = DuckDBSliceWriter(
             con, "predictions", "uplift", {"campaign_id": "c1", "run_id": "r1"}, _constants("r1")
         )
-        killed.write(_batch(range(40), "c1", 0.6))  # committed batch, never swapped in
+        killed.write(_batch(range(40), "c1", 0.6))  # committed, never swapped in
+        killed.write(_batch(range(40, 45), "c1", 0.6))  # still in the open transaction
         # the process dies here: no __exit__
     with duckdb.connect(path) as con:
         assert len(_rows(con)) == 3 and {r[2] for r in _rows(con)} == {0.1}
