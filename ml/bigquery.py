@@ -1,11 +1,12 @@
-"""The BigQuery side of the warehouse: clients, Arrow reads, load jobs and atomic slice writes.
+"""The BigQuery side of the warehouse: clients for one project, and the SQL pieces every query
+shares.
 
-ibis compiles filter values into the SQL text, so reads here build their own SQL with quoted
-identifiers and typed query parameters (`ScalarQueryParameter`), never pasted values. Tables are
-read through the Storage Read API in Arrow when it is available, and through REST pages
-otherwise. Writes never stream: rows go to a local Parquet file, one load job puts it into a
-staging table, and one MERGE replaces the slice, so rows appear all at once or not at all.
-Every call carries the configured timeout, so a missing endpoint fails instead of hanging.
+ibis compiles filter values into the SQL text, so queries here are built with quoted identifiers
+and typed query parameters (`ScalarQueryParameter`), never pasted values. The clients honour a
+custom endpoint (an emulator or a private endpoint) for REST and for the Storage Read API, and
+every call carries the configured timeout, so a missing endpoint fails instead of hanging.
+Reads live in `ml.bigquery_read`, writes in `ml.bigquery_write`; `BigQuery` is the one object
+the warehouse talks to.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import ipaddress
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -27,24 +24,8 @@ from ml.errors import ConfigError, WarehouseError, one_line
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ml.bigquery_write import BigQuerySliceWriter
     from ml.dbt import Relation
-
-# BigQuery column type -> the logical kinds the contract checks compare (see ml.warehouse.KINDS).
-_KIND = {
-    "INTEGER": "int",
-    "INT64": "int",
-    "FLOAT": "float",
-    "FLOAT64": "float",
-    "NUMERIC": "decimal",
-    "BIGNUMERIC": "decimal",
-    "STRING": "string",
-    "BOOLEAN": "bool",
-    "BOOL": "bool",
-    "DATE": "date",
-    "TIMESTAMP": "timestamp",
-    "DATETIME": "timestamp",
-}
-STAGING_TTL = dt.timedelta(hours=6)  # a staging table left by a killed process expires by itself
 
 
 class BigQuery:
@@ -160,7 +141,7 @@ class BigQuery:
             self._channel = None
         self._storage = None
 
-    # -- metadata ----------------------------------------------------------------------------
+    # -- metadata and queries ----------------------------------------------------------------
     def table_id(self, relation: Relation) -> str:
         return f"{relation.database or self.project}.{relation.schema}.{relation.name}"
 
@@ -178,18 +159,6 @@ class BigQuery:
         except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials
             raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
 
-    def columns(self, relation: Relation) -> dict[str, str]:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            table = self.get_table(self.table_id(relation))
-        except NotFound:
-            raise WarehouseError(f"relation {relation} does not exist") from None
-        except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
-        return {f.name: _KIND.get(f.field_type.upper(), f.field_type.lower()) for f in table.schema}
-
-    # -- reading -----------------------------------------------------------------------------
     def _query(self, sql: str, params: list[Any]) -> Any:
         from google.cloud import bigquery
 
@@ -198,12 +167,11 @@ class BigQuery:
         job.result(retry=self.retry, timeout=self.timeout)
         return job
 
-    def _select(
-        self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
-    ) -> tuple[str, list[Any]]:
-        where, params = _where(filters, "f")
-        cols = ", ".join(_quote(c) for c in columns)
-        return f"select {cols} from {_table_ref(self.table_id(relation))} where {where}", params
+    # -- reading (ml.bigquery_read) ----------------------------------------------------------
+    def columns(self, relation: Relation) -> dict[str, str]:
+        from ml.bigquery_read import column_kinds
+
+        return column_kinds(self, relation)
 
     def read_batches(
         self,
@@ -212,169 +180,29 @@ class BigQuery:
         filters: Mapping[str, Any],
         batch_size: int,
     ) -> Iterator[pa.RecordBatch]:
-        """The filtered columns in Arrow batches: a plain table read when there is no filter,
-        else a parameterized query whose result table is read the same way."""
-        try:
-            if filters:
-                job = self._query(*self._select(relation, columns, filters))
-                dest = job.destination
-                source = f"{dest.project}.{dest.dataset_id}.{dest.table_id}"
-                yield from self._read_table(source, None, columns, batch_size, job)
-            else:
-                yield from self._read_table(self.table_id(relation), columns, columns, batch_size)
-        except WarehouseError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - google.api_core and grpc errors
-            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+        from ml.bigquery_read import read_batches
+
+        return read_batches(self, relation, columns, filters, batch_size)
 
     def read_arrow(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
     ) -> pa.Table:
-        import pyarrow as pa
+        from ml.bigquery_read import read_arrow
 
-        batches = list(self.read_batches(relation, columns, filters, 100_000))
-        if batches:
-            return pa.Table.from_batches(batches)
-        schema = self.get_table(self.table_id(relation)).schema
-        by_name = {f.name: f for f in schema}
-        return pa.schema([pa.field(c, _arrow_type(by_name[c])) for c in columns]).empty_table()
-
-    def _read_table(
-        self,
-        table_id: str,
-        fields: list[str] | None,
-        columns: list[str],
-        batch_size: int,
-        job: Any = None,
-    ) -> Iterator[pa.RecordBatch]:
-        """A table (or a query's result table) through the Storage Read API, else REST pages."""
-        storage = self.storage()
-        if storage is not None:
-            stream = self._storage_batches(storage, table_id, fields)
-            try:
-                first = next(stream, None)
-            except _api_errors():  # e.g. an emulator that serves tables but not query results
-                first, stream = None, None  # nothing was yielded yet: REST reads it whole
-            if stream is not None:
-                if first is not None:
-                    yield first.select(columns)
-                    for batch in stream:
-                        yield batch.select(columns)
-                return
-        if job is not None:  # a query's result: its pages, as the job serves them
-            rows = job.result(page_size=batch_size, retry=self.retry, timeout=self.timeout)
-        else:
-            by_name = {f.name: f for f in self.get_table(table_id).schema}
-            rows = self.client.list_rows(
-                table_id,
-                selected_fields=[by_name[c] for c in fields or columns],
-                page_size=batch_size,
-                retry=self.retry,
-                timeout=self.timeout,
-            )
-        for batch in rows.to_arrow_iterable(bqstorage_client=None):
-            if batch.num_rows:  # REST may serve empty pages; the model wants rows
-                yield batch.select(columns)
-
-    def _storage_batches(
-        self, storage: Any, table_id: str, fields: list[str] | None
-    ) -> Iterator[pa.RecordBatch]:
-        from google.cloud.bigquery_storage_v1 import types
-
-        project, dataset, table = table_id.split(".")
-        options = types.ReadSession.TableReadOptions(selected_fields=fields or [])
-        session = storage.create_read_session(
-            parent=f"projects/{self.project}",
-            read_session=types.ReadSession(
-                table=f"projects/{project}/datasets/{dataset}/tables/{table}",
-                data_format=types.DataFormat.ARROW,
-                read_options=options,
-            ),
-            max_stream_count=1,  # one ordered stream: memory stays at one page
-            timeout=self.timeout,
-        )
-        for stream in session.streams:
-            reader = storage.read_rows(stream.name, timeout=self.timeout)
-            for page in reader.rows(session).pages:
-                batch = page.to_arrow()  # one RecordBatch per page
-                if batch.num_rows:
-                    yield batch
+        return read_arrow(self, relation, columns, filters)
 
     def key_stats(
         self, relation: Relation, keys: list[str], filters: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Rows, null keys and distinct keys of a filtered relation, computed in BigQuery."""
-        where, params = _where(filters, "f")
-        key_cols = ", ".join(_quote(k) for k in keys)
-        nulls = ", ".join(
-            f"(select countif({_quote(k)} is null) from population) as nulls_{i}"
-            for i, k in enumerate(keys)
-        )
-        sql = (
-            f"with population as (select {key_cols} from {_table_ref(self.table_id(relation))} where {where}), "
-            f"distinct_keys as (select distinct {key_cols} from population) "
-            f"select (select count(*) from population) as n_rows, "
-            f"(select count(*) from distinct_keys) as n_distinct"
-            f"{', ' if nulls else ''}{nulls}"
-        )
-        try:
-            job = self._query(sql, params)
-            row = next(iter(job.result(retry=self.retry, timeout=self.timeout)))
-        except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
-        return {
-            "rows": int(row["n_rows"] or 0),
-            "nulls": {k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
-            "distinct": int(row["n_distinct"] or 0),
-        }
+        from ml.bigquery_read import key_stats
 
-    # -- writing -----------------------------------------------------------------------------
-    def ensure_dataset(self, dataset: str) -> None:
-        from google.cloud import bigquery
+        return key_stats(self, relation, keys, filters)
 
-        ref = bigquery.Dataset(f"{self.project}.{_ident(dataset)}")
-        ref.location = self.settings.location
-        self.client.create_dataset(ref, exists_ok=True, retry=self.retry, timeout=self.timeout)
-
-    def load_parquet(
-        self, path: Path, table_id: str, schema: list[Any], write_disposition: str
-    ) -> int:
-        """One load job of a local Parquet file; returns the rows it loaded."""
-        from google.cloud import bigquery
-
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET,
-            schema=schema,
-            write_disposition=write_disposition,
-            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-        )
-        with open(path, "rb") as handle:
-            job = self.client.load_table_from_file(
-                handle, table_id, job_config=config, timeout=self.timeout
-            )
-        job.result(retry=self.retry, timeout=self.timeout)
-        return int(job.output_rows or 0)
-
+    # -- writing (ml.bigquery_write) ---------------------------------------------------------
     def replace_tables(self, dataset: str, tables: Mapping[str, pa.Table]) -> None:
-        """Create or replace whole tables, one load job each (WRITE_TRUNCATE is atomic per table)."""
-        import pyarrow.parquet as pq
+        from ml.bigquery_write import replace_tables
 
-        try:
-            self.ensure_dataset(dataset)
-            with tempfile.TemporaryDirectory(prefix="ml-bq-") as tmp:
-                for name, table in tables.items():
-                    table = _bigquery_ready(table)
-                    path = Path(tmp) / f"{_ident(name)}.parquet"
-                    pq.write_table(table, path)
-                    schema = _bigquery_schema(table.schema)
-                    self.load_parquet(
-                        path, f"{self.project}.{dataset}.{name}", schema, "WRITE_TRUNCATE"
-                    )
-                    path.unlink()
-        except (ConfigError, WarehouseError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(f"writing to dataset {dataset} failed: {one_line(exc)}") from None
+        replace_tables(self, dataset, tables)
 
     def slice_writer(
         self,
@@ -383,127 +211,9 @@ class BigQuery:
         slice_: Mapping[str, Any],
         constants: Mapping[str, tuple[Any, Any]],
     ) -> BigQuerySliceWriter:
+        from ml.bigquery_write import BigQuerySliceWriter
+
         return BigQuerySliceWriter(self, dataset, name, slice_, constants)
-
-
-class BigQuerySliceWriter:
-    """Replaces one slice of a score table (rows matching `slice`) in one MERGE statement.
-
-    Batches go to a local Parquet file as they come (memory stays at one batch); on a clean exit
-    one load job puts the file into a staging table that expires by itself, one MERGE deletes
-    the slice's old rows and inserts the new ones atomically, and the staging table is dropped.
-    An exception before that leaves BigQuery untouched.
-    """
-
-    def __init__(
-        self,
-        bq: BigQuery,
-        dataset: str,
-        name: str,
-        slice_: Mapping[str, Any],
-        constants: Mapping[str, tuple[Any, Any]],
-    ) -> None:
-        self.bq, self.dataset, self.name = bq, _ident(dataset), _ident(name)
-        self.slice, self.constants = dict(slice_), dict(constants)
-        self.table_id = f"{bq.project}.{self.dataset}.{self.name}"
-        self.rows = 0
-        self._tmp: str | None = None
-        self._writer: Any = None
-        self._schema: Any = None
-
-    def __enter__(self) -> BigQuerySliceWriter:
-        self._tmp = tempfile.mkdtemp(prefix="ml-bq-scores-")
-        return self
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        n = batch.num_rows
-        columns = [*batch.columns]
-        names = [*batch.schema.names]
-        for column, (value, arrow_type) in self.constants.items():
-            columns.append(pa.array([value] * n, type=arrow_type))
-            names.append(column)
-        table = _bigquery_ready(pa.Table.from_arrays(columns, names=names))
-        if self._writer is None:
-            assert self._tmp is not None
-            self._schema = table.schema
-            self._writer = pq.ParquetWriter(Path(self._tmp) / "scores.parquet", table.schema)
-        self._writer.write_table(table.cast(self._schema))
-        self.rows += n
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if exc_type is None and self._writer is not None:
-                self._publish(Path(self._tmp or ".") / "scores.parquet")
-        finally:
-            if self._tmp:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _publish(self, path: Path) -> None:
-        from google.cloud import bigquery
-
-        bq = self.bq
-        schema = _bigquery_schema(self._schema)
-        names = [f.name for f in schema]
-        staging = f"{bq.project}.{self.dataset}._ml_staging_{self.name}_{uuid.uuid4().hex[:12]}"
-        try:
-            bq.ensure_dataset(self.dataset)
-            target = bigquery.Table(self.table_id, schema=schema)
-            existing = bq.client.create_table(
-                target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
-            )
-            if {f.name for f in existing.schema} != set(names):
-                raise WarehouseError(
-                    f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
-                    f"differ from the scores ({', '.join(names)}); drop or rename the old table"
-                )
-            stage = bigquery.Table(staging, schema=schema)
-            stage.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
-            bq.client.create_table(stage, retry=bq.retry, timeout=bq.timeout)
-            try:
-                loaded = bq.load_parquet(path, staging, schema, "WRITE_APPEND")
-                if loaded != self.rows:
-                    raise WarehouseError(
-                        f"{self.dataset}.{self.name}: the load job staged {loaded} rows, expected "
-                        f"{self.rows}; nothing was replaced"
-                    )
-                bq._query(*self._merge(staging, names))
-            finally:
-                bq.client.delete_table(
-                    staging, not_found_ok=True, retry=bq.retry, timeout=bq.timeout
-                )
-        except WarehouseError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise WarehouseError(
-                f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
-            ) from None
-
-    def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
-        """ON FALSE matches nothing: the slice's old rows are 'not matched by source' and go,
-        every staged row is 'not matched by target' and goes in; one statement, one commit."""
-        where, params = _where(self.slice, "s", alias="target")
-        cols = ", ".join(_quote(c) for c in names)
-        values = ", ".join(f"incoming.{_quote(c)}" for c in names)
-        sql = (
-            f"merge into {_table_ref(self.table_id)} as target "
-            f"using {_table_ref(staging)} as incoming on false "
-            f"when not matched by source and {where} then delete "
-            f"when not matched by target then insert ({cols}) values ({values})"
-        )
-        return sql, params
-
-
-def _api_errors() -> tuple[type[BaseException], ...]:
-    """What a refused or unsupported Storage Read API call raises (not programming errors)."""
-    import grpc
-    from google.api_core.exceptions import GoogleAPIError
-
-    return (GoogleAPIError, grpc.RpcError)
 
 
 # -- SQL building: identifiers quoted and validated, values always as typed parameters ---------
@@ -558,59 +268,6 @@ def query_parameter(name: str, value: Any, column: str = "") -> Any:
             f"filter on column '{column}': unsupported value type {type(value).__name__}"
         )
     return bigquery.ScalarQueryParameter(name, kind, value)
-
-
-# -- Arrow <-> BigQuery types ----------------------------------------------------------------
-def _bigquery_ready(table: pa.Table) -> pa.Table:
-    """Naive timestamps are UTC (as on DuckDB): mark them so, which BigQuery loads as TIMESTAMP."""
-    import pyarrow as pa
-
-    fields = [
-        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
-        for f in table.schema
-    ]
-    return table.cast(pa.schema(fields))
-
-
-def _bigquery_schema(schema: pa.Schema) -> list[Any]:
-    import pyarrow as pa
-    from google.cloud import bigquery
-
-    out = []
-    for f in schema:
-        t = f.type
-        if pa.types.is_boolean(t):
-            kind = "BOOL"
-        elif pa.types.is_integer(t):
-            kind = "INT64"
-        elif pa.types.is_floating(t):
-            kind = "FLOAT64"
-        elif pa.types.is_decimal(t):
-            kind = "NUMERIC" if t.precision <= 38 and t.scale <= 9 else "BIGNUMERIC"
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            kind = "STRING"
-        elif pa.types.is_date(t):
-            kind = "DATE"
-        elif pa.types.is_timestamp(t):
-            kind = "TIMESTAMP"
-        else:
-            raise WarehouseError(f"column '{f.name}': Arrow type {t} has no BigQuery mapping")
-        out.append(bigquery.SchemaField(f.name, kind))
-    return out
-
-
-def _arrow_type(field: Any) -> Any:
-    import pyarrow as pa
-
-    return {
-        "int": pa.int64(),
-        "float": pa.float64(),
-        "string": pa.string(),
-        "bool": pa.bool_(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "decimal": pa.decimal128(38, 9),
-    }.get(_KIND.get(field.field_type.upper(), ""), pa.string())
 
 
 # -- credentials -----------------------------------------------------------------------------

@@ -1,0 +1,207 @@
+"""Reads from BigQuery into Arrow: column kinds, filtered batches and key statistics.
+
+Tables are read through the Storage Read API in Arrow when it is available, and through REST
+pages otherwise. A filter becomes a parameterized query (typed parameters, never pasted values)
+whose result table is read the same way; statistics are computed in BigQuery, not in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ml.bigquery import _quote, _table_ref, _where
+from ml.errors import WarehouseError, one_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.bigquery import BigQuery
+    from ml.dbt import Relation
+
+# BigQuery column type -> the logical kinds the contract checks compare (see ml.warehouse.KINDS).
+_KIND = {
+    "INTEGER": "int",
+    "INT64": "int",
+    "FLOAT": "float",
+    "FLOAT64": "float",
+    "NUMERIC": "decimal",
+    "BIGNUMERIC": "decimal",
+    "STRING": "string",
+    "BOOLEAN": "bool",
+    "BOOL": "bool",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "DATETIME": "timestamp",
+}
+
+
+def column_kinds(bq: BigQuery, relation: Relation) -> dict[str, str]:
+    """Each column's logical kind, the vocabulary the contract checks compare."""
+    from google.api_core.exceptions import NotFound
+
+    try:
+        table = bq.get_table(bq.table_id(relation))
+    except NotFound:
+        raise WarehouseError(f"relation {relation} does not exist") from None
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
+    return {f.name: _KIND.get(f.field_type.upper(), f.field_type.lower()) for f in table.schema}
+
+
+def _select(
+    bq: BigQuery, relation: Relation, columns: list[str], filters: Mapping[str, Any]
+) -> tuple[str, list[Any]]:
+    where, params = _where(filters, "f")
+    cols = ", ".join(_quote(c) for c in columns)
+    return f"select {cols} from {_table_ref(bq.table_id(relation))} where {where}", params
+
+
+def read_batches(
+    bq: BigQuery,
+    relation: Relation,
+    columns: list[str],
+    filters: Mapping[str, Any],
+    batch_size: int,
+) -> Iterator[pa.RecordBatch]:
+    """The filtered columns in Arrow batches: a plain table read when there is no filter,
+    else a parameterized query whose result table is read the same way."""
+    try:
+        if filters:
+            job = bq._query(*_select(bq, relation, columns, filters))
+            dest = job.destination
+            source = f"{dest.project}.{dest.dataset_id}.{dest.table_id}"
+            yield from _read_table(bq, source, None, columns, batch_size, job)
+        else:
+            yield from _read_table(bq, bq.table_id(relation), columns, columns, batch_size)
+    except WarehouseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - google.api_core and grpc errors
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+
+
+def read_arrow(
+    bq: BigQuery, relation: Relation, columns: list[str], filters: Mapping[str, Any]
+) -> pa.Table:
+    import pyarrow as pa
+
+    batches = list(read_batches(bq, relation, columns, filters, 100_000))
+    if batches:
+        return pa.Table.from_batches(batches)
+    schema = bq.get_table(bq.table_id(relation)).schema
+    by_name = {f.name: f for f in schema}
+    return pa.schema([pa.field(c, _arrow_type(by_name[c])) for c in columns]).empty_table()
+
+
+def _read_table(
+    bq: BigQuery,
+    table_id: str,
+    fields: list[str] | None,
+    columns: list[str],
+    batch_size: int,
+    job: Any = None,
+) -> Iterator[pa.RecordBatch]:
+    """A table (or a query's result table) through the Storage Read API, else REST pages."""
+    storage = bq.storage()
+    if storage is not None:
+        stream = _storage_batches(bq, storage, table_id, fields)
+        try:
+            first = next(stream, None)
+        except _api_errors():  # e.g. an emulator that serves tables but not query results
+            first, stream = None, None  # nothing was yielded yet: REST reads it whole
+        if stream is not None:
+            if first is not None:
+                yield first.select(columns)
+                for batch in stream:
+                    yield batch.select(columns)
+            return
+    if job is not None:  # a query's result: its pages, as the job serves them
+        rows = job.result(page_size=batch_size, retry=bq.retry, timeout=bq.timeout)
+    else:
+        by_name = {f.name: f for f in bq.get_table(table_id).schema}
+        rows = bq.client.list_rows(
+            table_id,
+            selected_fields=[by_name[c] for c in fields or columns],
+            page_size=batch_size,
+            retry=bq.retry,
+            timeout=bq.timeout,
+        )
+    for batch in rows.to_arrow_iterable(bqstorage_client=None):
+        if batch.num_rows:  # REST may serve empty pages; the model wants rows
+            yield batch.select(columns)
+
+
+def _storage_batches(
+    bq: BigQuery, storage: Any, table_id: str, fields: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    from google.cloud.bigquery_storage_v1 import types
+
+    project, dataset, table = table_id.split(".")
+    options = types.ReadSession.TableReadOptions(selected_fields=fields or [])
+    session = storage.create_read_session(
+        parent=f"projects/{bq.project}",
+        read_session=types.ReadSession(
+            table=f"projects/{project}/datasets/{dataset}/tables/{table}",
+            data_format=types.DataFormat.ARROW,
+            read_options=options,
+        ),
+        max_stream_count=1,  # one ordered stream: memory stays at one page
+        timeout=bq.timeout,
+    )
+    for stream in session.streams:
+        reader = storage.read_rows(stream.name, timeout=bq.timeout)
+        for page in reader.rows(session).pages:
+            batch = page.to_arrow()  # one RecordBatch per page
+            if batch.num_rows:
+                yield batch
+
+
+def key_stats(
+    bq: BigQuery, relation: Relation, keys: list[str], filters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Rows, null keys and distinct keys of a filtered relation, computed in BigQuery."""
+    where, params = _where(filters, "f")
+    key_cols = ", ".join(_quote(k) for k in keys)
+    nulls = ", ".join(
+        f"(select countif({_quote(k)} is null) from population) as nulls_{i}"
+        for i, k in enumerate(keys)
+    )
+    sql = (
+        f"with population as (select {key_cols} from {_table_ref(bq.table_id(relation))} where {where}), "
+        f"distinct_keys as (select distinct {key_cols} from population) "
+        f"select (select count(*) from population) as n_rows, "
+        f"(select count(*) from distinct_keys) as n_distinct"
+        f"{', ' if nulls else ''}{nulls}"
+    )
+    try:
+        job = bq._query(sql, params)
+        row = next(iter(job.result(retry=bq.retry, timeout=bq.timeout)))
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+    return {
+        "rows": int(row["n_rows"] or 0),
+        "nulls": {k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
+        "distinct": int(row["n_distinct"] or 0),
+    }
+
+
+def _api_errors() -> tuple[type[BaseException], ...]:
+    """What a refused or unsupported Storage Read API call raises (not programming errors)."""
+    import grpc
+    from google.api_core.exceptions import GoogleAPIError
+
+    return (GoogleAPIError, grpc.RpcError)
+
+
+def _arrow_type(field: Any) -> Any:
+    import pyarrow as pa
+
+    return {
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "string": pa.string(),
+        "bool": pa.bool_(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "decimal": pa.decimal128(38, 9),
+    }.get(_KIND.get(field.field_type.upper(), ""), pa.string())

@@ -1,0 +1,225 @@
+"""Writes to BigQuery: whole tables by load jobs, and atomic replacement of a score slice.
+
+Writes never stream: rows go to a local Parquet file and one load job puts it into BigQuery.
+A slice of a score table is loaded into a staging table that expires by itself, and one MERGE
+replaces the slice, so rows appear all at once or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml.bigquery import _ident, _quote, _table_ref, _where
+from ml.errors import ConfigError, WarehouseError, one_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.bigquery import BigQuery
+
+STAGING_TTL = dt.timedelta(hours=6)  # a staging table left by a killed process expires by itself
+
+
+def ensure_dataset(bq: BigQuery, dataset: str) -> None:
+    from google.cloud import bigquery
+
+    ref = bigquery.Dataset(f"{bq.project}.{_ident(dataset)}")
+    ref.location = bq.settings.location
+    bq.client.create_dataset(ref, exists_ok=True, retry=bq.retry, timeout=bq.timeout)
+
+
+def load_parquet(
+    bq: BigQuery, path: Path, table_id: str, schema: list[Any], write_disposition: str
+) -> int:
+    """One load job of a local Parquet file; returns the rows it loaded."""
+    from google.cloud import bigquery
+
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        schema=schema,
+        write_disposition=write_disposition,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+    )
+    with open(path, "rb") as handle:
+        job = bq.client.load_table_from_file(
+            handle, table_id, job_config=config, timeout=bq.timeout
+        )
+    job.result(retry=bq.retry, timeout=bq.timeout)
+    return int(job.output_rows or 0)
+
+
+def replace_tables(bq: BigQuery, dataset: str, tables: Mapping[str, pa.Table]) -> None:
+    """Create or replace whole tables, one load job each (WRITE_TRUNCATE is atomic per table)."""
+    import pyarrow.parquet as pq
+
+    try:
+        ensure_dataset(bq, dataset)
+        with tempfile.TemporaryDirectory(prefix="ml-bq-") as tmp:
+            for name, table in tables.items():
+                table = _bigquery_ready(table)
+                path = Path(tmp) / f"{_ident(name)}.parquet"
+                pq.write_table(table, path)
+                schema = _bigquery_schema(table.schema)
+                load_parquet(bq, path, f"{bq.project}.{dataset}.{name}", schema, "WRITE_TRUNCATE")
+                path.unlink()
+    except (ConfigError, WarehouseError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"writing to dataset {dataset} failed: {one_line(exc)}") from None
+
+
+class BigQuerySliceWriter:
+    """Replaces one slice of a score table (rows matching `slice`) in one MERGE statement.
+
+    Batches go to a local Parquet file as they come (memory stays at one batch); on a clean exit
+    one load job puts the file into a staging table that expires by itself, one MERGE deletes
+    the slice's old rows and inserts the new ones atomically, and the staging table is dropped.
+    An exception before that leaves BigQuery untouched.
+    """
+
+    def __init__(
+        self,
+        bq: BigQuery,
+        dataset: str,
+        name: str,
+        slice_: Mapping[str, Any],
+        constants: Mapping[str, tuple[Any, Any]],
+    ) -> None:
+        self.bq, self.dataset, self.name = bq, _ident(dataset), _ident(name)
+        self.slice, self.constants = dict(slice_), dict(constants)
+        self.table_id = f"{bq.project}.{self.dataset}.{self.name}"
+        self.rows = 0
+        self._tmp: str | None = None
+        self._writer: Any = None
+        self._schema: Any = None
+
+    def __enter__(self) -> BigQuerySliceWriter:
+        self._tmp = tempfile.mkdtemp(prefix="ml-bq-scores-")
+        return self
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        n = batch.num_rows
+        columns = [*batch.columns]
+        names = [*batch.schema.names]
+        for column, (value, arrow_type) in self.constants.items():
+            columns.append(pa.array([value] * n, type=arrow_type))
+            names.append(column)
+        table = _bigquery_ready(pa.Table.from_arrays(columns, names=names))
+        if self._writer is None:
+            assert self._tmp is not None
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(Path(self._tmp) / "scores.parquet", table.schema)
+        self._writer.write_table(table.cast(self._schema))
+        self.rows += n
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None and self._writer is not None:
+                self._publish(Path(self._tmp or ".") / "scores.parquet")
+        finally:
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _publish(self, path: Path) -> None:
+        from google.cloud import bigquery
+
+        bq = self.bq
+        schema = _bigquery_schema(self._schema)
+        names = [f.name for f in schema]
+        staging = f"{bq.project}.{self.dataset}._ml_staging_{self.name}_{uuid.uuid4().hex[:12]}"
+        try:
+            ensure_dataset(bq, self.dataset)
+            target = bigquery.Table(self.table_id, schema=schema)
+            existing = bq.client.create_table(
+                target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
+            )
+            if {f.name for f in existing.schema} != set(names):
+                raise WarehouseError(
+                    f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
+                    f"differ from the scores ({', '.join(names)}); drop or rename the old table"
+                )
+            stage = bigquery.Table(staging, schema=schema)
+            stage.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+            bq.client.create_table(stage, retry=bq.retry, timeout=bq.timeout)
+            try:
+                loaded = load_parquet(bq, path, staging, schema, "WRITE_APPEND")
+                if loaded != self.rows:
+                    raise WarehouseError(
+                        f"{self.dataset}.{self.name}: the load job staged {loaded} rows, expected "
+                        f"{self.rows}; nothing was replaced"
+                    )
+                bq._query(*self._merge(staging, names))
+            finally:
+                bq.client.delete_table(
+                    staging, not_found_ok=True, retry=bq.retry, timeout=bq.timeout
+                )
+        except WarehouseError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise WarehouseError(
+                f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
+            ) from None
+
+    def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
+        """ON FALSE matches nothing: the slice's old rows are 'not matched by source' and go,
+        every staged row is 'not matched by target' and goes in; one statement, one commit."""
+        where, params = _where(self.slice, "s", alias="target")
+        cols = ", ".join(_quote(c) for c in names)
+        values = ", ".join(f"incoming.{_quote(c)}" for c in names)
+        sql = (
+            f"merge into {_table_ref(self.table_id)} as target "
+            f"using {_table_ref(staging)} as incoming on false "
+            f"when not matched by source and {where} then delete "
+            f"when not matched by target then insert ({cols}) values ({values})"
+        )
+        return sql, params
+
+
+# -- Arrow -> BigQuery types -----------------------------------------------------------------
+def _bigquery_ready(table: pa.Table) -> pa.Table:
+    """Naive timestamps are UTC (as on DuckDB): mark them so, which BigQuery loads as TIMESTAMP."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
+def _bigquery_schema(schema: pa.Schema) -> list[Any]:
+    import pyarrow as pa
+    from google.cloud import bigquery
+
+    out = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_boolean(t):
+            kind = "BOOL"
+        elif pa.types.is_integer(t):
+            kind = "INT64"
+        elif pa.types.is_floating(t):
+            kind = "FLOAT64"
+        elif pa.types.is_decimal(t):
+            kind = "NUMERIC" if t.precision <= 38 and t.scale <= 9 else "BIGNUMERIC"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            kind = "STRING"
+        elif pa.types.is_date(t):
+            kind = "DATE"
+        elif pa.types.is_timestamp(t):
+            kind = "TIMESTAMP"
+        else:
+            raise WarehouseError(f"column '{f.name}': Arrow type {t} has no BigQuery mapping")
+        out.append(bigquery.SchemaField(f.name, kind))
+    return out
