@@ -1,10 +1,9 @@
 """`ml serve`: online scoring over HTTP with FastAPI.
 
-Each worker loads the training run's unified pyfunc once, at startup, and scores straight from
-the JSON records: one small numpy column per feature into the same `ScoringModel` batch scoring
-uses, no DataFrame per request. The request schema is generated from the training schema, so
-/docs shows every feature's real type and bad records get field-level 422s before the model
-sees them. Each worker scores on one thread; use --workers to use more cores.
+Resolves the model reference against the registry, builds the app for that one model, and runs
+it under uvicorn. Each worker loads the training run's unified pyfunc once, at startup, and scores
+on one thread; use --workers to use more cores. The request schema and scoring live in
+`ml.serve_schema`, the auth, body-size and content-type checks in `ml.serve_guard`.
 
 Endpoints: POST /predict, GET /health (liveness, never authenticated), GET /ready, GET /metadata,
 /docs. Records carry the features, plus optionally the recipe's entity keys, which are echoed
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hmac
 import json
 import math
 import os
@@ -28,26 +26,18 @@ import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    create_model,
-)
 
 from ml.config import Settings
-from ml.errors import ConfigError, ContractError, MLError, RunNotFoundError, TrackingError, one_line
-from ml.model import ScoringModel, TrainingSchema, predict_matrix
+from ml.errors import ContractError, MLError, RunNotFoundError, TrackingError, one_line
+from ml.model import ScoringModel, TrainingSchema
+from ml.serve_guard import Guard, api_token
+from ml.serve_schema import build_schemas, json_safe, score_records
 from ml.tracking import ModelRef
 
 ENV_RUN_ID = "ML_SERVE_RUN_ID"  # what a worker process serves, set by `run` for its workers
@@ -142,88 +132,6 @@ def load(target: Target) -> ScoringModel:
     return python_model.model
 
 
-# -- request and response schemas, generated from the training schema ----------------------------
-
-
-def _whole(value: Any) -> Any:
-    """5.0 is an integer in JSON Schema: accept it as 5 (5.5 stays a float and is refused)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# Bounds live in the schema, so /docs and clients see them. Numbers reach the model as float64
-# and then float32: ints beyond 2**53 would be silently rounded, floats beyond float32's range
-# would be infinite.
-_INT_MAX = 2**53 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_FLOAT = Annotated[float, Field(allow_inf_nan=False, ge=-_FLOAT32_MAX, le=_FLOAT32_MAX)] | None
-_FEATURE_TYPES: dict[str, Any] = {
-    "int": Annotated[int, Field(ge=-_INT_MAX, le=_INT_MAX), BeforeValidator(_whole)] | None,
-    "float": _FLOAT,
-    "decimal": _FLOAT,
-    "bool": bool | None,
-    "string": str | None,
-}
-
-
-_EXAMPLE = {"int": 0, "float": 0.0, "decimal": 0.0, "bool": False, "string": ""}
-
-
-@dataclass(frozen=True)
-class Schemas:
-    request: type[BaseModel]
-    response: type[BaseModel]
-    features: list[tuple[str, str]]  # (feature, attribute on the record model)
-    keys: list[tuple[str, str]]  # (entity key, attribute) for keys that are not features
-
-
-def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
-    """Pydantic models for /predict: every feature required (null allowed, imputation handles
-    it), strict types, unknown fields refused. Attribute names are positional so any column name
-    works; the JSON names are the aliases."""
-    fields: dict[str, Any] = {}
-    features, keys = [], []
-    for i, (name, kind) in enumerate(schema.features.items()):
-        if kind not in _FEATURE_TYPES:
-            raise ContractError(f"training schema: feature {name}: unknown kind '{kind}'")
-        known = schema.categories.get(name)
-        about = f"{kind} feature" + (f"; known values: {', '.join(known)}" if known else "")
-        fields[f"f{i}"] = (_FEATURE_TYPES[kind], Field(alias=name, description=about))
-        features.append((name, f"f{i}"))
-    for i, name in enumerate(k for k in schema.entity_keys if k not in schema.features):
-        about = "entity key (optional), echoed back with the score"
-        fields[f"k{i}"] = (StrictInt | StrictStr | None, Field(None, alias=name, description=about))
-        keys.append((name, f"k{i}"))
-    example = {
-        name: (schema.categories.get(name) or [_EXAMPLE[kind]])[0]
-        for name, kind in schema.features.items()
-    }
-    record = create_model(
-        "Record",
-        __config__=ConfigDict(
-            extra="forbid", strict=True, json_schema_extra={"examples": [example]}
-        ),
-        **fields,
-    )
-    request = create_model(
-        "PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
-        records=(list[record], Field(min_length=1, max_length=max_records)),  # type: ignore[valid-type]
-    )
-    prediction = create_model(
-        "Prediction",
-        score=(float, ...),
-        **{attr: (int | str | None, Field(None, alias=key)) for key, attr in keys},
-    )
-    response = create_model(
-        "PredictResponse",
-        model_name=(str, ...),
-        model_version=(str | None, ...),
-        run_id=(str, ...),
-        predictions=(list[prediction], ...),  # type: ignore[valid-type]
-    )
-    return Schemas(request, response, features, keys)
-
-
 # -- the app -----------------------------------------------------------------------------------
 
 
@@ -263,7 +171,7 @@ def create_app(
     )
     app.state.model = model
     app.add_middleware(
-        _Guard, token=token, max_body_bytes=settings.serving.max_body_bytes, json_paths={"/predict"}
+        Guard, token=token, max_body_bytes=settings.serving.max_body_bytes, json_paths={"/predict"}
     )
 
     @app.exception_handler(MLError)
@@ -273,7 +181,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own body, minus what JSON cannot carry (a NaN echoed back as the input)
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -342,38 +250,6 @@ def create_app(
     return app
 
 
-def score_records(scoring: ScoringModel, schemas: Schemas, records: list[Any]) -> list[float]:
-    """Validated records -> scores, refusing anything non-finite on the way in or out."""
-    columns = {name: [getattr(r, attr) for r in records] for name, attr in schemas.features}
-    with np.errstate(over="ignore"):  # overflow to inf is caught right below, per record
-        X = scoring.preprocessor.transform(columns)
-    inf = np.isinf(X)
-    if inf.any():
-        row, col = (int(v[0]) for v in np.nonzero(inf))
-        raise ContractError(
-            f"records[{row}]: {scoring.preprocessor.feature_names[col]} is too large to score"
-        )
-    scores = predict_matrix(scoring.estimator, scoring.schema.task, X).tolist()
-    for i, s in enumerate(scores):
-        if not math.isfinite(s):
-            raise ContractError(f"records[{i}]: the model produced a non-finite score ({s})")
-    return scores
-
-
-def api_token(settings: Settings) -> str | None:
-    """The bearer token every endpoint but /health requires, or None when auth is off."""
-    name = settings.serving.token_env
-    if not name:
-        return None
-    token = os.environ.get(name, "").strip()
-    if not token:
-        raise ConfigError(
-            f"serving.token_env is {name} but ${name} is empty or unset: export the API token "
-            "there, or unset serving.token_env to serve without auth"
-        )
-    return token
-
-
 def _metadata(schema: TrainingSchema, target: Target, settings: Settings) -> dict[str, Any]:
     features = []
     for name, kind in schema.features.items():
@@ -398,16 +274,6 @@ def _metadata(schema: TrainingSchema, target: Target, settings: Settings) -> dic
     }
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _one_thread() -> None:
     """One scoring thread per worker: XGBoost's OpenMP pool spinning against the other workers
     (and the event loop) costs tens of ms at p99 for a single row."""
@@ -415,80 +281,6 @@ def _one_thread() -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
-
-
-class _Guard:
-    """Auth, then body size and content type, before FastAPI parses anything. The body is read
-    here (counting the bytes actually streamed, not only Content-Length) and replayed."""
-
-    def __init__(self, app: Any, token: str | None, max_body_bytes: int, json_paths: set[str]):
-        self.app = app
-        self.token = token.encode() if token else None
-        self.limit = max_body_bytes
-        self.json_paths = json_paths
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if self.token is not None and scope["path"] != "/health":
-            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                return await _error(
-                    send,
-                    401,
-                    "missing or wrong bearer token",
-                    [(b"www-authenticate", b'Bearer realm="ml"')],
-                )
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await _error(send, 413, f"request body over {self.limit} bytes")
-        if scope["path"] in self.json_paths:
-            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media != b"application/json" and not media.endswith(b"+json"):
-                return await _error(send, 415, "expected Content-Type: application/json")
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await _error(send, 413, f"request body over {self.limit} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-
-async def _error(
-    send: Callable, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 # -- running it --------------------------------------------------------------------------------
