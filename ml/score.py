@@ -27,7 +27,7 @@ from ml.progress import Steps
 from ml.recipe import Recipe, parse_context_params, recipe_from_dict, resolve_context
 from ml.tracking import ModelRef
 
-DRIFT_SAMPLE_ROWS = 200_000
+DRIFT_SAMPLE_ROWS = 100_000  # PSI over 10 bins: share errors ~0.001 at this size
 
 
 @dataclass
