@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class DbtProject:
         self.target = settings.dbt.target
         self.target_path = self.project_dir / "target" / f"ml-{self.target}"
         self._manifest: dict[str, Any] | None = None
+        self._results: dict[str, Any] | None = None  # run_results.json of the manifest's invocation
 
     # -- running dbt -------------------------------------------------------------------------
     def invoke(
@@ -79,7 +81,7 @@ class DbtProject:
         if not result.success:
             detail = _first_failure(result)
             raise DbtError(f"dbt {args[0]} failed for target {self.target}: {detail}")
-        self._manifest = None
+        self._manifest = self._results = None
         return result
 
     @contextlib.contextmanager
@@ -112,9 +114,15 @@ class DbtProject:
         return self.target_path / "manifest.json"
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest for this target, re-parsed whenever a project file is newer."""
+        """The manifest for this target: the newer of ml's own and the one a plain `dbt` command
+        left in dbt's target folder for this target; re-parsed whenever a project file is newer."""
         if self._manifest is None:
-            if self._stale():
+            shared = self._shared_artifacts()
+            own_mtime = self.manifest_path.stat().st_mtime if self.manifest_path.is_file() else 0
+            if shared is not None and (self._stale(self.manifest_path) or shared[2] > own_mtime):
+                self._manifest, self._results = shared[0], shared[1]
+                return self._manifest
+            if self._stale(self.manifest_path):
                 self.parse()
             try:
                 with self._locked():
@@ -123,12 +131,41 @@ class DbtProject:
                 raise DbtError(
                     f"{self.manifest_path}: cannot read the dbt manifest ({exc})"
                 ) from None
+            self._results = None  # read from ml's own target folder when needed
         return self._manifest
 
-    def _stale(self) -> bool:
-        if not self.manifest_path.is_file():
+    def _shared_artifacts(self) -> tuple[dict[str, Any], dict[str, Any], float] | None:
+        """manifest.json and run_results.json from dbt's own target folder (`dbt build` run by
+        hand or by a scheduler), when one invocation wrote both, for this target (named with
+        --target), without vars, and no project file changed since; None otherwise. Reusing
+        them saves `ml` a parse of the whole project."""
+        folder = Path(os.environ.get("DBT_TARGET_PATH") or self.project_dir / "target")
+        if not folder.is_absolute():
+            folder = self.project_dir / folder
+        manifest_path = folder / "manifest.json"
+        if folder.resolve() == self.target_path.resolve() or self._stale(manifest_path):
+            return None
+        try:
+            mtime = manifest_path.stat().st_mtime
+            manifest = json.loads(manifest_path.read_text())
+            results = json.loads((folder / "run_results.json").read_text())
+        except (OSError, ValueError):
+            return None  # absent, or being written by a running dbt
+        invocation = (manifest.get("metadata") or {}).get("invocation_id")
+        args = results.get("args") or {}
+        if (
+            not invocation
+            or (results.get("metadata") or {}).get("invocation_id") != invocation
+            or args.get("target") != self.target
+            or _canonical(args.get("vars") or {}) != _canonical({})
+        ):
+            return None
+        return manifest, results, mtime
+
+    def _stale(self, manifest_path: Path) -> bool:
+        if not manifest_path.is_file():
             return True
-        built = self.manifest_path.stat().st_mtime
+        built = manifest_path.stat().st_mtime
         for name in _PROJECT_FILES:
             p = self.project_dir / name
             if p.is_file() and p.stat().st_mtime > built:
@@ -173,11 +210,13 @@ class DbtProject:
         model = self.find_model(name)
         if model is None:
             return None
-        try:
-            with self._locked():
-                results = json.loads((self.target_path / "run_results.json").read_text())
-        except (OSError, ValueError):
-            return None
+        results = self._results
+        if results is None:
+            try:
+                with self._locked():
+                    results = json.loads((self.target_path / "run_results.json").read_text())
+            except (OSError, ValueError):
+                return None
         invocation = (results.get("metadata") or {}).get("invocation_id")
         if not invocation or invocation != (self.manifest().get("metadata") or {}).get(
             "invocation_id"

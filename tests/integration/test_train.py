@@ -582,3 +582,46 @@ def test_compiled_sql_is_reused_from_the_last_dbt_invocation(settings, monkeypat
 
     project.parse()  # a newer invocation wrote the manifest: the recorded SQL may be stale
     assert DbtProject(settings).recorded_sql("train_uplift") is None
+
+
+def test_dbts_own_artifacts_are_reused_for_the_same_target(settings, tmp_path, monkeypatch) -> None:
+    """After `dbt compile/build --target dev` in dbt's own target folder, `ml` reads that
+    manifest and compiled SQL rather than parsing the project again; not for another target,
+    not with vars, and not once a project file is newer."""
+    from ml.dbt import DbtProject
+
+    shared = tmp_path / "dbt-target"
+    monkeypatch.setenv("DBT_TARGET_PATH", str(shared))
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    cmd = [dbt, "compile", "--select", "train_uplift", "--target", "dev", "--quiet"]
+    # its own file: this process's dbt keeps the session warehouse open (same catalog name)
+    env = {**os.environ, "ML_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    def no_dbt(*args, **kwargs):
+        raise AssertionError("dbt was invoked")
+
+    project = DbtProject(settings)
+    monkeypatch.setattr(project, "invoke", no_dbt)
+    model = project.find_model("train_uplift")
+    assert model is not None and str(model.relation).endswith(TRAIN_UPLIFT)
+    sql = project.compiled_sql("train_uplift")
+    assert '"analytics_features"."customer_features"' in sql and "{{" not in sql
+    assert (
+        project.manifest()["metadata"]["invocation_id"]
+        == json.loads((shared / "manifest.json").read_text())["metadata"]["invocation_id"]
+    )
+
+    results_path = shared / "run_results.json"
+    results = json.loads(results_path.read_text())
+    for change in ({"target": "prod"}, {"vars": {"campaign_id": "cmp_2026_09"}}):
+        results_path.write_text(json.dumps({**results, "args": {**results["args"], **change}}))
+        assert DbtProject(settings)._shared_artifacts() is None, change
+    results_path.write_text(json.dumps(results))
+    assert DbtProject(settings)._shared_artifacts() is not None
+
+    manifest_path = shared / "manifest.json"
+    older = (ROOT / "dbt_project.yml").stat().st_mtime - 60
+    os.utime(manifest_path, (older, older))  # a project file changed after that dbt run
+    assert DbtProject(settings)._shared_artifacts() is None
