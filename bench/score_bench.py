@@ -8,6 +8,7 @@ for each population size runs, in this one process run:
   - `mlflow.pyfunc.load_model(...).predict(pandas_df)` over the same rows read from DuckDB.
 
 Usage: .venv/bin/python bench/score_bench.py [--rows 1000000] [--rows 10000000] [--keep DIR]
+       [--n-jobs 2]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ N_FEATURES = 20
 TRAIN_ROWS = 200_000
 
 
-def _project(base: Path) -> None:
+def _project(base: Path, n_jobs: int) -> None:
     shutil.copytree(ROOT / "config", base / "config")
     (base / "models").mkdir()
     (base / "dbt_project.yml").write_text(
@@ -54,7 +55,7 @@ def _project(base: Path) -> None:
         "data: {train_model: bench_train, score_model: bench_population, entity_keys: [id], target: label}\n"
         "preprocessing: {impute_numeric: none}\n"
         "model:\n  class_path: xgboost.XGBClassifier\n"
-        "  params: {n_estimators: 100, max_depth: 6, learning_rate: 0.1, n_jobs: 2, tree_method: hist}\n"
+        f"  params: {{n_estimators: 100, max_depth: 6, learning_rate: 0.1, n_jobs: {n_jobs}, tree_method: hist}}\n"
         "split: {test_size: 0.2}\nevaluation: {plots: false}\n"
     )
 
@@ -119,11 +120,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, action="append", help="population size (repeatable)")
     parser.add_argument("--keep", type=Path, help="keep the project in this folder")
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=2,
+        help="XGBoost threads of the model, for ml score and raw predict alike (default 2)",
+    )
     args = parser.parse_args()
     sizes = args.rows or [1_000_000, 10_000_000]
     base = args.keep or Path(tempfile.mkdtemp(prefix="ml-score-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    _project(base)
+    _project(base, args.n_jobs)
     env = {
         **os.environ,
         "ML_PROJECT_DIR": str(base),
