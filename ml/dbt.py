@@ -137,8 +137,9 @@ class DbtProject:
     def _shared_artifacts(self) -> tuple[dict[str, Any], dict[str, Any], float] | None:
         """manifest.json and run_results.json from dbt's own target folder (`dbt build` run by
         hand or by a scheduler), when one invocation wrote both, for this target (named with
-        --target), without vars, and no project file changed since; None otherwise. Reusing
-        them saves `ml` a parse of the whole project."""
+        --target), without vars, against the same database (DuckDB file or BigQuery project),
+        and no project file changed since; None otherwise. Reusing them saves `ml` a parse of
+        the whole project."""
         folder = Path(os.environ.get("DBT_TARGET_PATH") or self.project_dir / "target")
         if not folder.is_absolute():
             folder = self.project_dir / folder
@@ -153,14 +154,30 @@ class DbtProject:
             return None  # absent, or being written by a running dbt
         invocation = (manifest.get("metadata") or {}).get("invocation_id")
         args = results.get("args") or {}
+        databases = {
+            n.get("database")
+            for n in (manifest.get("nodes") or {}).values()
+            if n.get("resource_type") == "model"
+        }
         if (
             not invocation
             or (results.get("metadata") or {}).get("invocation_id") != invocation
             or args.get("target") != self.target
             or _canonical(args.get("vars") or {}) != _canonical({})
+            or databases != {self._database()}  # built against another file or project
         ):
             return None
         return manifest, results, mtime
+
+    def _database(self) -> str | None:
+        """The database dbt names relations with on this target: the DuckDB file's stem, or
+        the BigQuery project."""
+        wh = self.settings.warehouse
+        if wh.type == "duckdb" and wh.duckdb is not None:
+            return Path(wh.duckdb.path).stem
+        if wh.type == "bigquery" and wh.bigquery is not None:
+            return wh.bigquery.project
+        return None
 
     def _stale(self, manifest_path: Path) -> bool:
         if not manifest_path.is_file():

@@ -587,7 +587,7 @@ def test_compiled_sql_is_reused_from_the_last_dbt_invocation(settings, monkeypat
 def test_dbts_own_artifacts_are_reused_for_the_same_target(settings, tmp_path, monkeypatch) -> None:
     """After `dbt compile/build --target dev` in dbt's own target folder, `ml` reads that
     manifest and compiled SQL rather than parsing the project again; not for another target,
-    not with vars, and not once a project file is newer."""
+    not with vars, not against another database, and not once a project file is newer."""
     from ml.dbt import DbtProject
 
     shared = tmp_path / "dbt-target"
@@ -622,6 +622,15 @@ def test_dbts_own_artifacts_are_reused_for_the_same_target(settings, tmp_path, m
     assert DbtProject(settings)._shared_artifacts() is not None
 
     manifest_path = shared / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    elsewhere = json.loads(json.dumps(manifest))
+    for node in elsewhere["nodes"].values():
+        node["database"] = "other_file"  # dbt ran against another DuckDB file
+    manifest_path.write_text(json.dumps(elsewhere))
+    assert DbtProject(settings)._shared_artifacts() is None
+    manifest_path.write_text(json.dumps(manifest))
+    assert DbtProject(settings)._shared_artifacts() is not None
+
     older = (ROOT / "dbt_project.yml").stat().st_mtime - 60
     os.utime(manifest_path, (older, older))  # a project file changed after that dbt run
     assert DbtProject(settings)._shared_artifacts() is None
