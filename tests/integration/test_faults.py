@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from cli_errors import one_line_error
 from click.testing import CliRunner
 from serving import free_port, process_env  # tests/integration/serving.py
 from warehouse_snapshots import contents, fresh_copy  # tests/integration/warehouse_snapshots.py
@@ -64,14 +65,6 @@ def _kill9(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-
-
-def _one_line_error(result) -> str:
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], result.output
-    return errors[0]
 
 
 @pytest.fixture
@@ -161,7 +154,7 @@ def test_kill_9_while_training_registers_nothing(
     monkeypatch.setenv("ML_DUCKDB_PATH", str(copy))
     result = CliRunner().invoke(main, ["score", "--run-id", runs[0].info.run_id])
     assert result.exit_code == 7
-    assert _one_line_error(result).endswith(
+    assert one_line_error(result).endswith(
         f"run '{runs[0].info.run_id}' is not a finished training run (status {runs[0].info.status})"
     )
 
@@ -206,7 +199,7 @@ def test_locked_warehouse_fails_in_one_line_after_the_timeout(
     finally:
         _kill9(proc)
     assert result.exit_code == 4, result.output
-    assert re.search(LOCKED[holder], _one_line_error(result)), result.output
+    assert re.search(LOCKED[holder], one_line_error(result)), result.output
     assert 2 <= elapsed < 60  # waited for the lock, then gave up (model loading included)
     assert contents(copy) == before  # not corrupted: opens, same tables and scores
 
@@ -232,6 +225,6 @@ def test_mlflow_store_unreachable_fails_fast_in_one_line(args, ml_env, monkeypat
     assert result.exit_code == 5, result.output
     assert re.match(
         rf"Error: MLflow tracking store http://127\.0\.0\.1:{port} is unreachable: ",
-        _one_line_error(result),
+        one_line_error(result),
     )
     assert elapsed < 15

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 import yaml
+from cli_errors import one_line_error
 from click.testing import CliRunner
 from faults import score_crashing_on_third_batch  # tests/integration/faults.py
 from warehouse_snapshots import snapshot as _snapshot  # tests/integration/warehouse_snapshots.py
@@ -58,14 +59,6 @@ def generated_sources():
     before = path.read_text()
     yield path
     path.write_text(before)
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], result.output
-    return errors[0]
 
 
 def test_scores_land_with_lineage_columns(scored, trained_x_learner, ml_env) -> None:
@@ -221,13 +214,13 @@ def _intact(ml_env, trained_x_learner, before) -> None:
 
 
 def test_unknown_run_id(before, trained_x_learner, ml_env) -> None:
-    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", "0123456789abcdef"]))
+    line = one_line_error(CliRunner().invoke(main, ["score", "--run-id", "0123456789abcdef"]))
     assert line == "Error: run '0123456789abcdef' not found in the tracking store"
     _intact(ml_env, trained_x_learner, before)
 
 
 def test_unknown_model_alias(before, trained_x_learner, ml_env) -> None:
-    line = _one_line_error(
+    line = one_line_error(
         CliRunner().invoke(main, ["score", "--model", "xgboost_x_learner@nosuchalias"])
     )
     assert line.startswith("Error: model 'xgboost_x_learner@nosuchalias' not found in the registry")
@@ -235,7 +228,7 @@ def test_unknown_model_alias(before, trained_x_learner, ml_env) -> None:
 
 
 def test_run_id_and_model_are_exclusive(ml_env) -> None:
-    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", "x", "--model", "y"]))
+    line = one_line_error(CliRunner().invoke(main, ["score", "--run-id", "x", "--model", "y"]))
     assert line == "Error: give exactly one of --run-id ID or --model NAME[@ALIAS]"
 
 
@@ -251,7 +244,7 @@ def test_context_param_of_wrong_type(before, trained_x_learner, ml_env) -> None:
         ],
     )
     assert (
-        _one_line_error(result)
+        one_line_error(result)
         == "Error: --context-params: campaign_id: expected a string, got int 2026"
     )
     _intact(ml_env, trained_x_learner, before)
@@ -268,7 +261,7 @@ def test_empty_population(before, trained_x_learner, ml_env) -> None:
             '{"campaign_id": "cmp_1999_01"}',
         ],
     )
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert line.endswith(
         "analytics_loaders.score_uplift: the scoring population is empty for campaign_id='cmp_1999_01'; nothing was written"
     )
@@ -328,9 +321,7 @@ def test_population_breaks_contract(
             f"select count(*), max(scored_at) from {TABLE} where run_id = ? and campaign_id = ?",
             [trained_x_learner.run_id, UPCOMING],
         ).fetchone()
-    line = _one_line_error(
-        CliRunner().invoke(main, ["score", "--run-id", trained_x_learner.run_id])
-    )
+    line = one_line_error(CliRunner().invoke(main, ["score", "--run-id", trained_x_learner.run_id]))
     assert re.search(message, line), line
     with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:
         assert (
@@ -359,7 +350,7 @@ def test_context_param_missing(
     path = tmp_path / "no_score_default.yaml"
     path.write_text(yaml.safe_dump(recipe))
     run = train(settings, path)
-    line = _one_line_error(CliRunner().invoke(main, ["score", "--run-id", run.run_id]))
+    line = one_line_error(CliRunner().invoke(main, ["score", "--run-id", run.run_id]))
     assert (
         line
         == "Error: --context-params: context param 'campaign_id' is required for score (recipe no_score_default has no score default)"

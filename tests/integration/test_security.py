@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_errors import one_line_error
 from click.testing import CliRunner
 from warehouse_snapshots import contents  # tests/integration/warehouse_snapshots.py
 
@@ -29,14 +30,6 @@ from ml.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = "xgboost_x_learner"
-
-
-def _one_line_error(result) -> str:
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], result.output
-    return errors[0]
 
 
 # -- injection is inert ------------------------------------------------------------------------
@@ -71,13 +64,13 @@ def test_injection_through_context_params_is_a_value(
     if "\x00" in value:  # refused while validating: SQL engines end strings at a NUL
         for refused in (validated, result):
             assert refused.exit_code == 2, refused.output
-            assert _one_line_error(refused) == (
+            assert one_line_error(refused) == (
                 "Error: --context-params: campaign_id: expected a string without NUL characters"
             )
     else:  # a string where a string is declared, matching no row
         assert validated.exit_code == 0, validated.output
         assert result.exit_code == 3, result.output
-        assert _one_line_error(result).endswith(
+        assert one_line_error(result).endswith(
             "score_uplift: the scoring population is empty for "
             f"campaign_id={value!r}; nothing was written"
         )
@@ -238,7 +231,7 @@ def test_python_yaml_tags_run_nothing(tag, where, ml_env, tmp_path, monkeypatch)
         assert result.exit_code == 2, result.output
         assert re.match(
             rf"Error: {label}: YAML syntax error at line \d+, column \d+: could not determine a constructor for the tag",
-            _one_line_error(result),
+            one_line_error(result),
         )
     assert not marker.exists()
 
@@ -252,7 +245,7 @@ def test_a_model_that_is_not_an_estimator_is_never_built(ml_env, tmp_path) -> No
     for command in ("validate", "train"):
         result = CliRunner().invoke(main, [command, "--recipe", str(path)])
         assert result.exit_code == 2, result.output
-        assert _one_line_error(result).endswith(
+        assert one_line_error(result).endswith(
             "model.class_path: 'subprocess.Popen' is not an estimator (it has no fit method)"
         )
     assert not marker.exists()
@@ -329,6 +322,6 @@ def test_pickles_only_from_the_tracking_store(command, args, ml_env, tmp_path) -
     assert result.exit_code in (2, 6), result.output  # not a reference, or not in the store
     assert re.search(
         r"not found in the (registry|tracking store)|expected NAME, NAME@ALIAS or NAME/VERSION",
-        _one_line_error(result),
+        one_line_error(result),
     )
     assert not marker.exists()
