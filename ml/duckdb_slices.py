@@ -25,17 +25,12 @@ from typing import Any
 import pyarrow as pa
 
 from ml.errors import WarehouseError, one_line
+from ml.warehouse import quote_ident as q
 
 LIVE, WRITING, REPLACED = "live", "writing", "replaced"
 # Rows appended per transaction while a slice is written: large enough that commits cost
 # little, small enough that the open transaction's rows (held in memory) stay a few MB.
 COMMIT_ROWS = 1_000_000
-
-
-def q(name: str) -> str:
-    if not name or '"' in name or "`" in name or "\x00" in name:
-        raise WarehouseError(f"invalid identifier {name!r}")
-    return f'"{name}"'
 
 
 class DuckDBSliceWriter:
@@ -193,13 +188,15 @@ class DuckDBSliceWriter:
         ).fetchone()
         return row[0] if row else None
 
-    def _check_columns(self, table: str, expected: list[str]) -> None:
-        existing = [r[0] for r in self._con.execute(f"select * from {table} limit 0").description]
+    def _check_columns(self, relation: str, expected: list[str]) -> None:
+        existing = [
+            r[0] for r in self._con.execute(f"select * from {relation} limit 0").description
+        ]
         if set(existing) != set(expected):
-            shown = table.replace('"', "")
+            shown = relation.replace('"', "")
             raise WarehouseError(
                 f"{shown}: existing columns ({', '.join(existing)}) differ "
-                f"from the scores ({', '.join(expected)}); drop or rename the old tables"
+                f"from the scores ({', '.join(expected)}); drop or rename {shown}"
             )
 
     def _create_view(self, view_cols: list[str], meta_names: set[str]) -> None:
@@ -224,12 +221,7 @@ class DuckDBSliceWriter:
         """An older layout's single table becomes the two tables and the view, in the caller's
         transaction; every row keeps its values."""
         con = self._con
-        existing = [r[0] for r in con.execute(f"select * from {self.view} limit 0").description]
-        if set(existing) != set(view_cols):
-            raise WarehouseError(
-                f"{self.schema}.{self.name}: existing columns ({', '.join(existing)}) differ from "
-                f"the scores ({', '.join(view_cols)}); drop or rename the old table"
-            )
+        self._check_columns(self.view, view_cols)
         meta = [c for c in slices.names if c not in ("slice_id", "state")]
         old = f"{q(self.schema)}.{q(f'_{self.name}__old')}"
         con.execute(f"alter table {self.view} rename to {q(f'_{self.name}__old')}")

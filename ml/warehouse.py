@@ -206,8 +206,8 @@ class Warehouse:
     def _select(
         self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
     ) -> tuple[str, list[Any]]:
-        where = " and ".join(f"{_quote(c)} = ?" for c in filters)
-        sql = f"select {', '.join(_quote(c) for c in columns)} from {_qualified(relation)}"
+        where = " and ".join(f"{quote_ident(c)} = ?" for c in filters)
+        sql = f"select {', '.join(quote_ident(c) for c in columns)} from {_qualified(relation)}"
         return (f"{sql} where {where}" if where else sql), list(filters.values())
 
     def read_arrow(
@@ -242,8 +242,8 @@ class Warehouse:
         if self.kind == "bigquery":
             return dict(self.bq.key_stats(relation, keys, filters))
         population, params = self._select(relation, keys, filters)
-        key_list = ", ".join(_quote(k) for k in keys)
-        nulls = "".join(f", count(*) - count({_quote(k)})" for k in keys)
+        key_list = ", ".join(quote_ident(k) for k in keys)
+        nulls = "".join(f", count(*) - count({quote_ident(k)})" for k in keys)
         sql = (
             f"with population as ({population}) select count(*){nulls}, "
             f"(select count(*) from (select distinct {key_list} from population)) from population"
@@ -338,12 +338,15 @@ def _acquire_file_lock(lock_path: Path, deadline: float, db_path: Path) -> Any:
             time.sleep(0.1)
 
 
-def _quote(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A validated identifier, double-quoted for DuckDB SQL."""
     return '"' + _ident(name).replace('"', '""') + '"'
 
 
 def _qualified(relation: Relation) -> str:
-    return ".".join(_quote(p) for p in (relation.database, relation.schema, relation.name) if p)
+    return ".".join(
+        quote_ident(p) for p in (relation.database, relation.schema, relation.name) if p
+    )
 
 
 def _ident(name: str) -> str:
