@@ -217,25 +217,27 @@ class BigQuery:
 
 
 # -- SQL building: identifiers quoted and validated, values always as typed parameters ---------
-def _ident(name: str) -> str:
+def checked_ident(name: str) -> str:
     if not name or any(ch in name for ch in "`\\\n\r\x00"):
         raise ConfigError(f"invalid BigQuery identifier {name!r}")
     return name
 
 
-def _quote(name: str) -> str:
-    return f"`{_ident(name)}`"
+def quote_ident(name: str) -> str:
+    return f"`{checked_ident(name)}`"
 
 
-def _table_ref(table_id: str) -> str:
-    return ".".join(_quote(part) for part in table_id.split("."))
+def table_ref(table_id: str) -> str:
+    return ".".join(quote_ident(part) for part in table_id.split("."))
 
 
-def _where(filters: Mapping[str, Any], prefix: str, alias: str | None = None) -> tuple[str, list]:
+def where_sql(
+    filters: Mapping[str, Any], prefix: str, alias: str | None = None
+) -> tuple[str, list]:
     terms, params = [], []
     for i, (column, value) in enumerate(filters.items()):
         name = f"{prefix}{i}"
-        col = f"{alias}.{_quote(column)}" if alias else _quote(column)
+        col = f"{alias}.{quote_ident(column)}" if alias else quote_ident(column)
         terms.append(f"{col} = @{name}")
         params.append(query_parameter(name, value, column))
     return (" and ".join(terms) or "true"), params

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ml.bigquery import _quote, _table_ref, _where
+from ml.bigquery import quote_ident, table_ref, where_sql
 from ml.errors import WarehouseError, one_line
 
 if TYPE_CHECKING:
@@ -52,9 +52,9 @@ def column_kinds(bq: BigQuery, relation: Relation) -> dict[str, str]:
 def _select(
     bq: BigQuery, relation: Relation, columns: list[str], filters: Mapping[str, Any]
 ) -> tuple[str, list[Any]]:
-    where, params = _where(filters, "f")
-    cols = ", ".join(_quote(c) for c in columns)
-    return f"select {cols} from {_table_ref(bq.table_id(relation))} where {where}", params
+    where, params = where_sql(filters, "f")
+    cols = ", ".join(quote_ident(c) for c in columns)
+    return f"select {cols} from {table_ref(bq.table_id(relation))} where {where}", params
 
 
 def read_batches(
@@ -160,14 +160,14 @@ def key_stats(
     bq: BigQuery, relation: Relation, keys: list[str], filters: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Rows, null keys and distinct keys of a filtered relation, computed in BigQuery."""
-    where, params = _where(filters, "f")
-    key_cols = ", ".join(_quote(k) for k in keys)
+    where, params = where_sql(filters, "f")
+    key_cols = ", ".join(quote_ident(k) for k in keys)
     nulls = ", ".join(
-        f"(select countif({_quote(k)} is null) from population) as nulls_{i}"
+        f"(select countif({quote_ident(k)} is null) from population) as nulls_{i}"
         for i, k in enumerate(keys)
     )
     sql = (
-        f"with population as (select {key_cols} from {_table_ref(bq.table_id(relation))} where {where}), "
+        f"with population as (select {key_cols} from {table_ref(bq.table_id(relation))} where {where}), "
         f"distinct_keys as (select distinct {key_cols} from population) "
         f"select (select count(*) from population) as n_rows, "
         f"(select count(*) from distinct_keys) as n_distinct"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml.bigquery import _ident, _quote, _table_ref, _where
+from ml.bigquery import checked_ident, quote_ident, table_ref, where_sql
 from ml.errors import ConfigError, WarehouseError, one_line
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ STAGING_TTL = dt.timedelta(hours=6)  # a staging table left by a killed process 
 def ensure_dataset(bq: BigQuery, dataset: str) -> None:
     from google.cloud import bigquery
 
-    ref = bigquery.Dataset(f"{bq.project}.{_ident(dataset)}")
+    ref = bigquery.Dataset(f"{bq.project}.{checked_ident(dataset)}")
     ref.location = bq.settings.location
     bq.client.create_dataset(ref, exists_ok=True, retry=bq.retry, timeout=bq.timeout)
 
@@ -63,7 +63,7 @@ def replace_tables(bq: BigQuery, dataset: str, tables: Mapping[str, pa.Table]) -
         with tempfile.TemporaryDirectory(prefix="ml-bq-") as tmp:
             for name, table in tables.items():
                 table = _bigquery_ready(table)
-                path = Path(tmp) / f"{_ident(name)}.parquet"
+                path = Path(tmp) / f"{checked_ident(name)}.parquet"
                 pq.write_table(table, path)
                 schema = _bigquery_schema(table.schema)
                 load_parquet(bq, path, f"{bq.project}.{dataset}.{name}", schema, "WRITE_TRUNCATE")
@@ -91,7 +91,7 @@ class BigQuerySliceWriter:
         slice_: Mapping[str, Any],
         constants: Mapping[str, tuple[Any, Any]],
     ) -> None:
-        self.bq, self.dataset, self.name = bq, _ident(dataset), _ident(name)
+        self.bq, self.dataset, self.name = bq, checked_ident(dataset), checked_ident(name)
         self.slice, self.constants = dict(slice_), dict(constants)
         self.table_id = f"{bq.project}.{self.dataset}.{self.name}"
         self.rows = 0
@@ -174,12 +174,12 @@ class BigQuerySliceWriter:
     def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
         """ON FALSE matches nothing: the slice's old rows are 'not matched by source' and go,
         every staged row is 'not matched by target' and goes in; one statement, one commit."""
-        where, params = _where(self.slice, "s", alias="target")
-        cols = ", ".join(_quote(c) for c in names)
-        values = ", ".join(f"incoming.{_quote(c)}" for c in names)
+        where, params = where_sql(self.slice, "s", alias="target")
+        cols = ", ".join(quote_ident(c) for c in names)
+        values = ", ".join(f"incoming.{quote_ident(c)}" for c in names)
         sql = (
-            f"merge into {_table_ref(self.table_id)} as target "
-            f"using {_table_ref(staging)} as incoming on false "
+            f"merge into {table_ref(self.table_id)} as target "
+            f"using {table_ref(staging)} as incoming on false "
             f"when not matched by source and {where} then delete "
             f"when not matched by target then insert ({cols}) values ({values})"
         )
