@@ -117,12 +117,14 @@ class DbtProject:
         """The manifest for this target: the newer of ml's own and the one a plain `dbt` command
         left in dbt's target folder for this target; re-parsed whenever a project file is newer."""
         if self._manifest is None:
-            shared = self._shared_artifacts()
-            own_mtime = self.manifest_path.stat().st_mtime if self.manifest_path.is_file() else 0
-            if shared is not None and (self._stale(self.manifest_path) or shared[2] > own_mtime):
+            newest = self._newest_input()
+            own = _mtime(self.manifest_path)
+            own_fresh = own is not None and own >= newest
+            shared = self._shared_artifacts(newest)
+            if shared is not None and (not own_fresh or shared[2] > (own or 0.0)):
                 self._manifest, self._results = shared[0], shared[1]
                 return self._manifest
-            if self._stale(self.manifest_path):
+            if not own_fresh:
                 self.parse()
             try:
                 with self._locked():
@@ -134,7 +136,9 @@ class DbtProject:
             self._results = None  # read from ml's own target folder when needed
         return self._manifest
 
-    def _shared_artifacts(self) -> tuple[dict[str, Any], dict[str, Any], float] | None:
+    def _shared_artifacts(
+        self, newest: float | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], float] | None:
         """manifest.json and run_results.json from dbt's own target folder (`dbt build` run by
         hand or by a scheduler), when one invocation wrote both, for this target (named with
         --target), without vars, against the same database (DuckDB file or BigQuery project),
@@ -144,10 +148,12 @@ class DbtProject:
         if not folder.is_absolute():
             folder = self.project_dir / folder
         manifest_path = folder / "manifest.json"
-        if folder.resolve() == self.target_path.resolve() or self._stale(manifest_path):
+        mtime = _mtime(manifest_path)
+        if newest is None:
+            newest = self._newest_input()
+        if folder.resolve() == self.target_path.resolve() or mtime is None or mtime < newest:
             return None
         try:
-            mtime = manifest_path.stat().st_mtime
             manifest = json.loads(manifest_path.read_text())
             results = json.loads((folder / "run_results.json").read_text())
         except (OSError, ValueError):
@@ -179,21 +185,16 @@ class DbtProject:
             return wh.bigquery.project
         return None
 
-    def _stale(self, manifest_path: Path) -> bool:
-        if not manifest_path.is_file():
-            return True
-        built = manifest_path.stat().st_mtime
-        for name in _PROJECT_FILES:
-            p = self.project_dir / name
-            if p.is_file() and p.stat().st_mtime > built:
-                return True
+    def _newest_input(self) -> float:
+        """The latest modification time of any project file: a manifest older than it is stale."""
+        times = [
+            p.stat().st_mtime for name in _PROJECT_FILES if (p := self.project_dir / name).is_file()
+        ]
         for folder in _PROJECT_INPUTS:
             base = self.project_dir / folder
-            if base.is_dir() and any(
-                p.stat().st_mtime > built for p in base.rglob("*") if p.is_file()
-            ):
-                return True
-        return False
+            if base.is_dir():
+                times += [p.stat().st_mtime for p in base.rglob("*") if p.is_file()]
+        return max(times, default=0.0)
 
     def find_model(self, name: str) -> DbtModel | None:
         nodes = self.manifest().get("nodes", {})
@@ -248,6 +249,10 @@ class DbtProject:
             if r.get("unique_id") == model.unique_id and r.get("compiled_code"):
                 return str(r["compiled_code"])
         return None
+
+
+def _mtime(path: Path) -> float | None:
+    return path.stat().st_mtime if path.is_file() else None
 
 
 def _canonical(vars: Any) -> str:
