@@ -42,11 +42,10 @@ class _DensePredictor:
     def __init__(self, booster: Any, iteration_range: tuple[int, int], missing: float) -> None:
         from xgboost import core
 
-        self._init_args = (booster, tuple(iteration_range), missing)
+        self._init_args = (booster, tuple(iteration_range), missing)  # also keeps the handle alive
         self._fn = core._LIB.XGBoosterPredictFromDense
         self._check = core._check_call
         self._ulong = core.c_bst_ulong
-        self._booster = booster  # keeps the handle alive
         self._handle = booster.handle
         self._args = json.dumps(
             {
