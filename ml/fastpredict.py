@@ -66,12 +66,16 @@ class _DensePredictor:
         X = np.asarray(X)
         if X.ndim != 2 or X.dtype not in _TYPESTR:
             raise TypeError("dense 2-d float32/float64 input expected")
-        X = np.ascontiguousarray(X)
+        if not X.flags.aligned:
+            X = np.require(X, requirements="A")
+        # Strides as numpy reports them (None when C-contiguous), as XGBoost's own wrapper
+        # sends them: a column-major matrix from the preprocessor is read without a copy.
+        strides = None if X.flags.c_contiguous else list(X.strides)
         interface = json.dumps(
             {
                 "data": [X.ctypes.data, True],
                 "shape": list(X.shape),
-                "strides": None,
+                "strides": strides,
                 "typestr": _TYPESTR[X.dtype],
                 "version": 3,
             }
@@ -162,7 +166,8 @@ def _agrees(original: Any, fast: Any, n_features: int) -> bool:
     probe = rng.normal(0.0, 3.0, size=(64, n_features))
     probe[::7, ::3] = np.nan
     try:
-        for X in (probe, probe.astype(np.float32), probe[:1]):
+        f32 = probe.astype(np.float32)
+        for X in (probe, f32, np.asfortranarray(f32), f32[::2], probe[:1]):
             a, b = np.asarray(original(X)), np.asarray(fast(X))
             if a.shape != b.shape or a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=True):
                 return False

@@ -65,37 +65,61 @@ class Preprocessor:
                 names.append(c.name)
         return names
 
+    @property
+    def width(self) -> int:
+        """How many output columns (len(feature_names), without building the names)."""
+        if self.spec.encoding == "onehot":
+            return len(self.numeric) + sum(len(c.categories) + 1 for c in self.categorical)
+        return len(self.numeric) + len(self.categorical)
+
     def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """A float32 matrix; `columns` maps feature name -> array-like (Arrow, numpy or list)."""
+        """A float32 matrix, one row per input row, laid out column by column (Fortran order);
+        `columns` maps feature name -> array-like (Arrow, numpy or list).
+
+        Column-major because the input arrives as columns: each output column is one
+        contiguous write, and estimators read the matrix through its strides (XGBoost's
+        array interface, scikit-learn, EconML) without a copy. A row-major float32 matrix
+        cost a third as much as XGBoost's own prediction when a million rows stream through.
+        """
         n = _length(columns[self.order[0]]) if self.order else 0
-        blocks: list[np.ndarray] = []
-        if self.numeric:
-            # One float64 matrix and whole-matrix ops (a NaN fill leaves NaNs alone): the same
+        out = np.empty((self.width, n), dtype=np.float32)  # transposed at return
+        k = len(self.numeric)
+        fill = np.array([np.nan if c.fill is None else c.fill for c in self.numeric])
+        center = np.array([c.center for c in self.numeric])
+        scale = np.array([c.scale for c in self.numeric])
+        filled, scaled = (
+            not np.isnan(fill).all(),
+            bool((center != 0.0).any() or (scale != 1.0).any()),
+        )
+        if filled or scaled:
+            # Whole-matrix float64 ops (a NaN fill leaves NaNs alone), then one cast: the same
             # arithmetic per element as column by column, without ~5 numpy calls per column,
             # which dominate when the API scores a single row.
-            # Work that is a no-op for this fit (no fills, no scaling) is skipped: it is most
-            # of the cost when a million rows stream through.
-            x = np.empty((n, len(self.numeric)), dtype=np.float64)
+            x = np.empty((k, n), dtype=np.float64)
             for j, col in enumerate(self.numeric):
-                x[:, j] = _as_float(columns[col.name])
-            fill = np.array([np.nan if c.fill is None else c.fill for c in self.numeric])
-            if not np.isnan(fill).all():
-                x = np.where(np.isnan(x), fill, x)
-            if any(c.center != 0.0 or c.scale != 1.0 for c in self.numeric):
-                x -= np.array([c.center for c in self.numeric])
-                x /= np.array([c.scale for c in self.numeric])
-            blocks.append(x.astype(np.float32))
+                x[j] = _as_float(columns[col.name])
+            if filled:
+                x = np.where(np.isnan(x), fill[:, np.newaxis], x)
+            if scaled:
+                x -= center[:, np.newaxis]
+                x /= scale[:, np.newaxis]
+            out[:k] = x
+        else:  # nothing to fill or scale: each column is cast straight into its slot
+            for j, col in enumerate(self.numeric):
+                out[j] = _as_float(columns[col.name])
+        at = k
         for col in self.categorical:
             codes = _codes(columns[col.name], col)
             if self.spec.encoding == "onehot":
-                onehot = np.zeros((n, len(col.categories) + 1), dtype=np.float32)
-                onehot[np.arange(n), np.where(codes < 0, len(col.categories), codes)] = 1.0
-                blocks.append(onehot)
+                width = len(col.categories) + 1
+                block = out[at : at + width]
+                block[:] = 0.0
+                block[np.where(codes < 0, len(col.categories), codes), np.arange(n)] = 1.0
+                at += width
             else:
-                blocks.append(codes.astype(np.float32).reshape(-1, 1))
-        if len(blocks) == 1:
-            return blocks[0]
-        return np.hstack(blocks) if blocks else np.empty((n, 0), dtype=np.float32)
+                out[at] = codes
+                at += 1
+        return out.T
 
     def describe(self) -> dict[str, Any]:
         """What was learned, as JSON (logged with the run for inspection)."""

@@ -27,8 +27,10 @@ def _queries() -> list[np.ndarray]:
     rng = np.random.default_rng(1)
     Q = rng.normal(0, 2, size=(257, N_FEATURES))
     Q[::5, 0] = np.nan
-    # float64, float32, one row, and a non-contiguous view
-    return [Q, Q.astype(np.float32), Q[:1], Q[:, ::1][::2]]
+    # float64, float32, one row, a non-contiguous view, and column-major float32 (what
+    # Preprocessor.transform returns), read through its strides without a copy
+    Q32 = Q.astype(np.float32)
+    return [Q, Q32, Q[:1], Q[:, ::1][::2], np.asfortranarray(Q32), np.asfortranarray(Q)[::3]]
 
 
 def test_regressor_predict_is_replaced_and_identical() -> None:
