@@ -11,3 +11,21 @@
 {% macro bigquery__ml_type_float() -%}
     float64
 {%- endmacro %}
+
+{#-
+    An exact decimal for sums of money: `numeric` on BigQuery (38 digits, 9 after the point),
+    the same `decimal(38, 9)` elsewhere. A float `sum` adds in whatever order the warehouse's
+    threads finish, so its last bit changes from build to build; a decimal sum does not.
+-#}
+
+{% macro ml_type_decimal() -%}
+    {{ return(adapter.dispatch('ml_type_decimal', 'mmp')()) }}
+{%- endmacro %}
+
+{% macro default__ml_type_decimal() -%}
+    decimal(38, 9)
+{%- endmacro %}
+
+{% macro bigquery__ml_type_decimal() -%}
+    numeric
+{%- endmacro %}

@@ -44,7 +44,8 @@ window_orders as (
         windows.campaign_id,
         windows.customer_id,
         count(*) as orders_in_window,
-        sum(orders.amount) as revenue_in_window
+        -- an exact decimal sum, so the revenue is the same in every build (see ml_type_decimal)
+        sum(cast(orders.amount as {{ ml_type_decimal() }})) as revenue_in_window
 
     from windows
     inner join orders

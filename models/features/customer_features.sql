@@ -60,10 +60,12 @@ order_history as (
                     then orders.order_id
             end
         ) as frequency_{{ days }}d,
+        {#- summed as an exact decimal: a float sum's last bit depends on the order in which
+            the warehouse's threads add, so features (and models) would change between builds #}
         sum(
             case
                 when orders.ordered_on >= {{ ml_date_add_days('population.as_of_date', -days) }}
-                    then orders.amount
+                    then cast(orders.amount as {{ ml_type_decimal() }})
                 else 0
             end
         ) as monetary_{{ days }}d{{ ',' if not loop.last }}
@@ -124,10 +126,8 @@ final as (
         cast(coalesce(order_history.monetary_{{ days }}d, 0) as {{ ml_type_float() }})
             as monetary_{{ days }}d,
         {%- endfor %}
-        cast(
-            order_history.monetary_365d / nullif(order_history.frequency_365d, 0)
-            as {{ ml_type_float() }}
-        ) as avg_order_value_365d,
+        cast(order_history.monetary_365d as {{ ml_type_float() }})
+            / nullif(order_history.frequency_365d, 0) as avg_order_value_365d,
         cast(coalesce(campaign_history.prior_campaigns_treated, 0) as int64)
             as prior_campaigns_treated,
         cast(coalesce(campaign_history.prior_campaigns_converted, 0) as int64)
