@@ -20,6 +20,14 @@ class Split:
     test: np.ndarray
 
 
+def in_key_order(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The rows sorted by their (unique) entity keys. SQL promises no row order without `order
+    by`: a parallel build, or BigQuery's read streams, return the same rows in another order
+    each time, and a seeded split picks rows by position, so the same data would train
+    another model. In key order, the same rows make the same split and the same model."""
+    return table.sort_by([(key, "ascending") for key in keys])
+
+
 def split_rows(
     table: pa.Table, spec: SplitSpec, seed: int, strata: np.ndarray | None, relation: str
 ) -> Split:

@@ -138,6 +138,7 @@ def _train_in_run(
     with steps.step("checking the data contract"):
         contract.check_not_empty(table, relation, context)
         contract.check_keys(table, d.entity_keys, relation)
+        table = dataset.in_key_order(table, list(d.entity_keys))
         contract.check_target(table, d.target, p.task, relation)
         if d.treatment:
             contract.check_treatment(table, d.treatment, relation)

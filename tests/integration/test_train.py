@@ -365,6 +365,38 @@ def test_same_data_recipe_and_seed_give_the_same_metrics(
     assert first.equals(second)
 
 
+def test_the_same_rows_in_another_physical_order_train_the_same_model(
+    trained_x_learner, ml_env, warehouse_copy, tmp_path: Path
+) -> None:
+    """A parallel `dbt build` (or BigQuery's read streams) returns the same rows in another
+    order each time; the seeded split must not depend on it."""
+    import duckdb
+
+    from ml.train import train
+
+    def first_keys(path: str) -> list[tuple]:
+        with duckdb.connect(path) as con:
+            return con.execute(
+                f"select customer_id, campaign_id from {TRAIN_UPLIFT} limit 50"
+            ).fetchall()
+
+    before = first_keys(ml_env["ML_DUCKDB_PATH"])
+    warehouse_copy(
+        f"create or replace table {TRAIN_UPLIFT} as "
+        f"select * from {TRAIN_UPLIFT} order by hash(customer_id, campaign_id)"
+    )
+    assert (
+        first_keys(str(warehouse_copy.path)) != before
+    )  # the rows really come back in another order
+
+    again = train(_settings(), X_LEARNER)
+    assert again.metrics == trained_x_learner.metrics
+    assert again.rows == trained_x_learner.rows
+    first = _test_predictions(ml_env["MLFLOW_TRACKING_URI"], trained_x_learner.run_id, tmp_path)
+    second = _test_predictions(os.environ["MLFLOW_TRACKING_URI"], again.run_id, tmp_path / "again")
+    assert first.equals(second)
+
+
 # -- the CLI -------------------------------------------------------------------------------------
 
 
