@@ -40,9 +40,13 @@ def orders(warehouse) -> dict[str, np.ndarray]:
     return {"customer": raw["customer_id"].astype(np.int64), "day": days, "cents": cents}
 
 
-def _cents_by_customer(orders: dict[str, np.ndarray], mask: np.ndarray, n: int) -> np.ndarray:
-    # integer cents summed as float64 stay exact (all sums are far below 2**53)
-    return np.bincount(orders["customer"][mask], weights=orders["cents"][mask], minlength=n)
+def _exact_sums(orders: dict[str, np.ndarray], customers: np.ndarray, start: int, end: int):
+    """Each customer's order amounts on days start <= day < end, summed exactly: integer cents
+    (float64 holds these sums exactly, far below 2**53), then one division."""
+    window = (orders["day"] >= start) & (orders["day"] < end)
+    n = int(orders["customer"].max()) + 1
+    cents = np.bincount(orders["customer"][window], weights=orders["cents"][window], minlength=n)
+    return cents[customers.astype(np.int64)] / 100
 
 
 def _day(value: dt.date) -> int:
@@ -56,16 +60,13 @@ def test_money_features_are_exact_sums_of_the_orders(warehouse, orders) -> None:
         "monetary_90d, monetary_365d, avg_order_value_365d "
         "from analytics_features.customer_features",
     )
-    n = int(orders["customer"].max()) + 1
     checked = 0
     for campaign in np.unique(features["campaign_id"]):
         rows = features["campaign_id"] == campaign
         as_of = _day(features["as_of_date"][rows][0])
-        customers = features["customer_id"][rows].astype(np.int64)
-        before = orders["day"] < as_of
+        customers = features["customer_id"][rows]
         for days in (30, 90, 365):
-            cents = _cents_by_customer(orders, before & (orders["day"] >= as_of - days), n)
-            expected = cents[customers] / 100
+            expected = _exact_sums(orders, customers, as_of - days, as_of)
             actual = features[f"monetary_{days}d"][rows]
             wrong = np.flatnonzero(actual != expected)
             assert wrong.size == 0, (
@@ -89,13 +90,11 @@ def test_campaign_revenue_is_the_exact_sum_of_the_window_orders(warehouse, order
         "select campaign_id, customer_id, window_start, window_end, revenue_in_window "
         "from analytics_features.campaign_outcomes",
     )
-    n = int(orders["customer"].max()) + 1
     nonzero = 0
     for campaign in np.unique(outcomes["campaign_id"]):
         rows = outcomes["campaign_id"] == campaign
         start, end = _day(outcomes["window_start"][rows][0]), _day(outcomes["window_end"][rows][0])
-        window = (orders["day"] >= start) & (orders["day"] < end)
-        expected = _cents_by_customer(orders, window, n)[outcomes["customer_id"][rows]] / 100
+        expected = _exact_sums(orders, outcomes["customer_id"][rows], start, end)
         assert np.array_equal(outcomes["revenue_in_window"][rows], expected), campaign
         nonzero += int((expected > 0).sum())
     assert nonzero > 1_000  # the check covered real revenue, not only zeros
