@@ -138,10 +138,10 @@ def _train_in_run(
     with steps.step("checking the data contract"):
         contract.check_not_empty(table, relation, context)
         contract.check_keys(table, d.entity_keys, relation)
-        table = dataset.in_key_order(table, list(d.entity_keys))
         contract.check_target(table, d.target, p.task, relation)
         if d.treatment:
             contract.check_treatment(table, d.treatment, relation)
+    table = dataset.in_key_order(table, list(d.entity_keys))  # keys are unique: a total order
 
     y = dataset.vector(table, d.target)
     t = dataset.vector(table, d.treatment) if d.treatment else None
