@@ -32,16 +32,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# What `ml train` and the dbt build of +train_uplift read: all tracked, so a fresh clone has them.
+# The raw tables come from `ml.demo.load_demo_data`, not from dbt seeds.
 PROJECT = [
     "config",
     "recipes",
     "models",
     "macros",
-    "seeds",
     "tests/dbt",
     "dbt_project.yml",
     "profiles.yml",
 ]
+# The `ml` console script of the environment running this file, wherever that lives.
+ML = Path(sys.executable).parent / "ml"
 RECIPE = "recipes/xgboost_x_learner.yaml"
 CAMPAIGN = "cmp_2026_09"  # the recipe's train default
 # The recipe's default feature list: score_uplift's number/bool/string columns minus keys and
@@ -178,7 +181,7 @@ def main() -> None:
         [*this, "--setup", "--customers", str(args.customers)], cwd=base, env=env, check=True
     )
 
-    ml_cmd = [str(ROOT / ".venv" / "bin" / "ml"), "train", "--recipe", RECIPE, "--json"]
+    ml_cmd = [str(ML), "train", "--recipe", RECIPE, "--json"]
     bare_cmd = [*this, "--bare"]
     ml_walls, bare_walls, steps, rows = [], [], [], None
     for i in range(args.repeat):
