@@ -7,7 +7,6 @@ recipe fits the dbt project and the estimator's signature is `ml.validate`'s job
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,12 +14,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ml.errors import ConfigError, RecipeError
-from ml.yamlio import format_validation_error, read_yaml
+from ml.textio import check_text, elide, parse_json
+from ml.yamlio import MAX_YAML_BYTES, format_validation_error, read_yaml
 
 Phase = Literal["train", "score"]
 ContextType = Literal["str", "int", "float", "bool", "date"]
+Apply = Literal["filter", "var"]
+_FILTER_ONLY: list[Apply] = ["filter"]
 _PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+MAX_CONTEXT_PARAMS_CHARS = 64 * 1024
 
 
 class _Strict(BaseModel):
@@ -43,7 +46,7 @@ class ContextParam(_Strict):
     """A typed run-time parameter, e.g. campaign_id. Applied as a bound filter and/or dbt var."""
 
     type: ContextType
-    apply: list[Literal["filter", "var"]] = Field(default_factory=lambda: ["filter"], min_length=1)
+    apply: list[Apply] = Field(default_factory=lambda: _FILTER_ONLY.copy(), min_length=1)
     column: str | None = None
     default: Any = None
     description: str = ""
@@ -51,7 +54,7 @@ class ContextParam(_Strict):
     @model_validator(mode="after")
     def _default_is_typed(self) -> ContextParam:
         for phase in ("train", "score"):
-            value = self.default_for(phase)  # type: ignore[arg-type]
+            value = self.default_for(phase)
             if value is not None:
                 try:
                     coerce_context_value(self, value)
@@ -79,13 +82,13 @@ class PreprocessingSpec(_Strict):
     impute_numeric: Literal["median", "mean", "zero", "none"] = "median"
     impute_categorical: Literal["constant", "most_frequent"] = "constant"
     encoding: Literal["onehot", "ordinal"] = "onehot"
-    max_categories: int | None = Field(20, ge=2)
+    max_categories: int | None = Field(default=20, ge=2)
     scale: bool = False
 
 
 class SplitSpec(_Strict):
     method: Literal["random", "column"] = "random"
-    test_size: float = Field(0.3, gt=0, lt=1)
+    test_size: float = Field(default=0.3, gt=0, lt=1)
     stratify: bool = True
     column: str | None = None
     test_values: list[Any] | None = None
@@ -118,7 +121,8 @@ class Recipe(_Strict):
     def _context_names(cls, value: dict[str, ContextParam]) -> dict[str, ContextParam]:
         for name in value:
             if not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(f"context param name {name!r} must match {NAME_PATTERN}")
+                shown = elide(repr(name), 60)
+                raise ValueError(f"context param name {shown} must match {NAME_PATTERN}")
         return value
 
     @property
@@ -147,7 +151,8 @@ def coerce_context_value(param: ContextParam, value: Any) -> Any:
                 return dt.date.fromisoformat(value)
             except ValueError:
                 pass
-    raise ValueError(f"expected {_describe(expected)}, got {type(value).__name__} {value!r}")
+    shown = elide(repr(value), 60)
+    raise ValueError(f"expected {_describe(expected)}, got {type(value).__name__} {shown}")
 
 
 def _describe(kind: str) -> str:
@@ -164,12 +169,13 @@ def load_recipe(path: Path | str) -> Recipe:
     """Read and validate a recipe; the recipe name defaults to the file's stem."""
     path = Path(path)
     label = str(path)
-    data = read_yaml(path, RecipeError, label)
+    # keys may be numbers (an estimator's class_weight: {0: 1, 1: 5}), never lists or mappings
+    data = read_yaml(path, RecipeError, label, max_bytes=MAX_YAML_BYTES, string_keys=False)
     if data is None:
-        raise RecipeError(f"{label}: the file is empty (expected a recipe mapping)")
+        raise RecipeError(f"{elide(label, 100)}: the file is empty (expected a recipe mapping)")
     if not isinstance(data, dict):
         raise RecipeError(
-            f"{label}: expected a mapping at the top level, got {type(data).__name__}"
+            f"{elide(label, 100)}: expected a mapping at the top level, got {type(data).__name__}"
         )
     data.setdefault("name", path.stem)
     try:
@@ -189,12 +195,8 @@ def parse_context_params(raw: str | None) -> dict[str, Any]:
     """Parse `--context-params` JSON into a mapping (types are checked against the recipe later)."""
     if raw is None or raw.strip() == "":
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"--context-params: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    label = "--context-params"
+    value = parse_json(check_text(raw, label, max_chars=MAX_CONTEXT_PARAMS_CHARS), label)
     if not isinstance(value, dict):
         raise ConfigError(
             f'--context-params: expected a JSON object like {{"campaign_id": "..."}}, got {type(value).__name__}'
@@ -214,7 +216,8 @@ def resolve_context(
     if unknown:
         declared = ", ".join(sorted(recipe.context)) or "none"
         raise ConfigError(
-            f"{label}: unknown context param '{unknown[0]}' (recipe {recipe.name} declares: {declared})"
+            f"{label}: unknown context param {elide(repr(unknown[0]), 60)} "
+            f"(recipe {recipe.name} declares: {elide(declared, 120)})"
         )
     resolved: dict[str, Any] = {}
     for name, param in recipe.context.items():

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +116,305 @@ def test_redaction_hides_secrets_and_uri_passwords() -> None:
     assert out["token"] == "***"
     assert "hunter2" not in out["db"]
     assert out["n"] == 1
+
+
+# -- every file through the hardened reader ------------------------------------------------
+
+
+def _refused(fn: Callable[[], Any], seconds: float = 5) -> str:
+    """The one-line ConfigError `fn` raises, failing (not hanging) if it takes over `seconds`."""
+    outcome: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["exc"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds}s"
+    exc = outcome.get("exc")
+    assert isinstance(exc, ConfigError), f"expected ConfigError, got {exc!r}"
+    message = str(exc)
+    assert "\n" not in message and len(message) < 300, message
+    return message
+
+
+def _unblock(fifo: Path) -> None:
+    with contextlib.suppress(OSError):  # no reader left: ENXIO
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_overlay_that_is_not_a_regular_file(project: Path, kind: str) -> None:
+    overlay = project / "config" / "dev.yaml"
+    overlay.unlink()
+    overlay.mkdir() if kind == "directory" else os.mkfifo(overlay)
+    try:
+        message = _refused(lambda: load_settings(root=project))
+    finally:
+        if kind == "fifo":
+            _unblock(overlay)
+    it_is = "a directory" if kind == "directory" else "a FIFO"
+    assert message == f"config/dev.yaml: not a regular file (it is {it_is})"
+
+
+def test_config_file_over_the_size_cap(project: Path) -> None:
+    (project / "config" / "dev.yaml").write_text("# " + "x" * (1 << 20) + "\n")
+    message = _refused(lambda: load_settings(root=project))
+    assert message.startswith("config/dev.yaml: 1,048,579 bytes is over the ")
+
+
+def test_config_file_invalid_utf8_and_nul(project: Path) -> None:
+    overlay = project / "config" / "dev.yaml"
+    overlay.write_bytes(b"dbt:\n  target: d\xe9v\n")
+    assert _refused(lambda: load_settings(root=project)) == (
+        "config/dev.yaml: not valid UTF-8 at byte 16"
+    )
+    overlay.write_bytes(b"dbt:\n  target: dev\x00\n")
+    assert _refused(lambda: load_settings(root=project)) == (
+        "config/dev.yaml: NUL byte at byte 18 (not a text file)"
+    )
+
+
+def test_config_alias_bomb_and_keys_that_are_not_strings(project: Path) -> None:
+    overlay = project / "config" / "dev.yaml"
+    overlay.write_text(
+        "x: &a [1, 1, 1, 1, 1, 1, 1, 1]\n"
+        + "".join(
+            f"x{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 8)}]\n" for i in range(8)
+        )
+    )
+    assert "more than 32 alias references" in _refused(lambda: load_settings(root=project))
+    overlay.write_text("serving:\n  on: 1\n")
+    assert _refused(lambda: load_settings(root=project)) == (
+        "config/dev.yaml: line 2, column 3: key 'on' is read as bool, not a string; quote it"
+    )
+    overlay.write_text("serving:\n  port: 1\n  port: 2\n")
+    assert _refused(lambda: load_settings(root=project)) == (
+        "config/dev.yaml: line 3, column 3: duplicate key 'port' (first at line 2)"
+    )
+
+
+def test_config_deep_nesting(project: Path) -> None:
+    (project / "config" / "dev.yaml").write_text("serving: " + "[" * 100_000 + "\n")
+    message = _refused(lambda: load_settings(root=project))
+    assert message.startswith("config/dev.yaml: line 1, column ")
+    assert message.endswith("nested deeper than 64 levels")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"ML_PREDICTIONS_SCHEMA=caf\xe9\n", ".env: not valid UTF-8 at byte 25"),
+        (b"ML_PREDICTIONS_SCHEMA=a\x00b\n", ".env: NUL byte at byte 23 (not a text file)"),
+        (b"A=1\nnot a line 'hunter2\n", ".env: line 2: cannot parse (expected NAME=value)"),
+    ],
+    ids=["utf8", "nul", "unparsable-line"],
+)
+def test_dotenv_is_read_strictly(project: Path, content: bytes, message: str) -> None:
+    (project / ".env").write_bytes(content)
+    assert _refused(lambda: load_settings(root=project)) == message  # no secret is quoted
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_dotenv_that_is_not_a_regular_file(project: Path, kind: str) -> None:
+    dotenv = project / ".env"
+    dotenv.mkdir() if kind == "directory" else os.mkfifo(dotenv)
+    try:
+        message = _refused(lambda: load_settings(root=project))
+    finally:
+        if kind == "fifo":
+            _unblock(dotenv)
+    it_is = "a directory" if kind == "directory" else "a FIFO"
+    assert message == f".env: not a regular file (it is {it_is})"
+
+
+# -- --env / APP_ENV -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ("base", "is not an overlay (config/base.yaml is always loaded first)"),
+        ("../prod", "is not a name (letters, digits, '-' and '_' only)"),
+        ("dev/../prod", "is not a name (letters, digits, '-' and '_' only)"),
+        ("Dev", "is unknown"),
+    ],
+)
+def test_env_must_name_an_overlay_other_than_base(root: Path, env: str, problem: str) -> None:
+    message = _refused(lambda: load_settings(env=env, root=root))
+    assert message == f"APP_ENV '{env}' {problem}: expected one of dev, prod (config/<env>.yaml)"
+
+
+def test_app_env_base_from_the_environment(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "base")
+    assert _refused(lambda: load_settings(root=root)).startswith("APP_ENV 'base' is not an overlay")
+
+
+def test_long_app_env_is_elided(root: Path) -> None:
+    assert "(100,000 chars)" in _refused(lambda: load_settings(env="x" * 100_000, root=root))
+
+
+# -- ${VAR} references ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("${ML_DUCKDB_PATH:-data/w.duckdb", "unterminated ${ (no closing })"),
+        ("${ML_DUCKDB_PATH", "unterminated ${ (no closing })"),
+        ("data/${1ST}.duckdb", "malformed ${...} reference"),
+        ("${}", "malformed ${...} reference"),
+        ("${A:-${B}}", "nested ${...} inside a default is not supported"),
+    ],
+)
+def test_malformed_reference_names_the_file_and_setting(
+    project: Path, template: str, problem: str
+) -> None:
+    (project / "config" / "dev.yaml").write_text(f"warehouse:\n  duckdb:\n    path: '{template}'\n")
+    assert _refused(lambda: load_settings(root=project)) == (
+        f"config/dev.yaml: warehouse.duckdb.path: {problem} in {template!r} "
+        "(expected ${VAR} or ${VAR:-default})"
+    )
+
+
+def test_a_value_from_the_environment_is_not_a_template(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_DUCKDB_PATH", "/tmp/${odd")
+    assert str(load_settings(root=root).warehouse.duckdb.path) == "/tmp/${odd"
+
+
+# -- values checked at load, naming the setting and its variable ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "input should be greater than 0 (got '0')"),
+        ("-5", "input should be greater than 0 (got '-5')"),
+        (
+            "lots",
+            "input should be a valid integer, unable to parse string as an integer (got 'lots')",
+        ),
+        (
+            "1.5",
+            "input should be a valid integer, unable to parse string as an integer (got '1.5')",
+        ),
+        ("99999999999", "input should be less than or equal to 10000000 (got '99999999999')"),
+    ],
+)
+def test_bad_batch_size_names_setting_and_variable(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("ML_SCORE_BATCH_SIZE", value)
+    assert _refused(lambda: load_settings(root=root)) == (
+        f"config/base.yaml: predictions.batch_size: {problem} "
+        "(from environment variable ML_SCORE_BATCH_SIZE)"
+    )
+
+
+def test_bad_value_from_dotenv_or_default_says_so(project: Path) -> None:
+    (project / ".env").write_text("ML_SCORE_BATCH_SIZE=0\n")
+    assert _refused(lambda: load_settings(root=project)).endswith(
+        "(got '0') (from ML_SCORE_BATCH_SIZE in .env)"
+    )
+    (project / ".env").unlink()
+    base = project / "config" / "base.yaml"
+    base.write_text(
+        base.read_text().replace("ML_SCORE_BATCH_SIZE:-100000", "ML_SCORE_BATCH_SIZE:-0")
+    )
+    assert _refused(lambda: load_settings(root=project)).endswith(
+        "(got '0') (the default used while ML_SCORE_BATCH_SIZE is unset)"
+    )
+
+
+@pytest.mark.parametrize("value", ["80%", "lots", "128", "1KB", "-1GB", "1e3MB", "128MB'; --"])
+def test_bad_memory_limit_names_setting_and_variable(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ML_DUCKDB_MEMORY_LIMIT", value)
+    assert _refused(lambda: load_settings(root=root)) == (
+        "config/base.yaml: warehouse.duckdb.memory_limit: expected a size of at least 16MB like "
+        f"512MB, 1GB or 1.5GiB (units B, KB..TB, KiB..TiB) (got {value!r}) "
+        "(from environment variable ML_DUCKDB_MEMORY_LIMIT)"
+    )
+
+
+@pytest.mark.parametrize("value", ["128MB", "1GB", "1.5GiB", "512 mb", "2TB", "16MB"])
+def test_good_memory_limits(root: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ML_DUCKDB_MEMORY_LIMIT", value)
+    assert load_settings(root=root).warehouse.duckdb.memory_limit == value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("inf", "input should be a finite number"),
+        ("nan", "input should be a finite number"),
+        ("1e9", "input should be less than or equal to 86400"),
+        ("soon", "input should be a valid number, unable to parse string as a number"),
+    ],
+)
+def test_bad_lock_timeout(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("ML_DUCKDB_LOCK_TIMEOUT", value)
+    assert _refused(lambda: load_settings(root=root)) == (
+        f"config/base.yaml: warehouse.duckdb.lock_timeout_seconds: {problem} (got {value!r}) "
+        "(from environment variable ML_DUCKDB_LOCK_TIMEOUT)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("port: 70000", "serving.port: input should be less than or equal to 65535 (got 70000)"),
+        ("port: -1", "serving.port: input should be greater than or equal to 0 (got -1)"),
+        ("port: true", "serving.port: expected an integer, got true"),
+        ("workers: 0", "serving.workers: input should be greater than or equal to 1 (got 0)"),
+        (
+            "workers: 100000",
+            "serving.workers: input should be less than or equal to 256 (got 100000)",
+        ),
+        (
+            "max_body_bytes: 0",
+            "serving.max_body_bytes: input should be greater than or equal to 1 (got 0)",
+        ),
+    ],
+)
+def test_bad_serving_values(project: Path, yaml_text: str, message: str) -> None:
+    (project / "config" / "dev.yaml").write_text(f"serving:\n  {yaml_text}\n")
+    assert _refused(lambda: load_settings(root=project)) == f"config/dev.yaml: {message}"
+
+
+def test_error_with_a_100kb_value_is_one_short_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huge = "x" * 100_000
+    monkeypatch.setenv("ML_SCORE_BATCH_SIZE", huge)
+    assert "(100,002 chars)" in _refused(lambda: load_settings(root=project))
+    monkeypatch.delenv("ML_SCORE_BATCH_SIZE")
+    (project / "config" / "dev.yaml").write_text(f"serving:\n  ? {huge}\n  : 1\n")
+    assert _refused(lambda: load_settings(root=project)).endswith("unknown key (not allowed here)")
+    monkeypatch.setenv("ML_PROJECT_DIR", "/nonexistent/" + huge)
+    assert _refused(load_settings).startswith("ML_PROJECT_DIR=/nonexistent/xxx")
+
+
+def test_cli_env_base_is_one_error_line(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from ml.cli import main
+
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(
+        main, ["--env", "base", "validate", "--recipe", "recipes/nope.yaml"]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: APP_ENV 'base' is not an overlay (config/base.yaml is always loaded first): "
+        "expected one of dev, prod (config/<env>.yaml)"
+    )

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +85,140 @@ def test_malformed_context_params(raw: str, message: str) -> None:
 
 def test_context_params_empty_is_empty() -> None:
     assert parse_context_params(None) == {} and parse_context_params("  ") == {}
+
+
+# -- the recipe file and --context-params through the hardened reader ----------------------
+
+MINIMAL = "data: {train_model: a, score_model: b, entity_keys: [id], target: y}\nmodel: {class_path: a.B}\n"
+
+
+def _refused(fn: Callable[[], Any], error: type[Exception], seconds: float = 5) -> str:
+    """The one-line `error` that `fn` raises, failing (not hanging) if it takes over `seconds`."""
+    outcome: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["exc"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds}s"
+    exc = outcome.get("exc")
+    assert isinstance(exc, error), f"expected {error.__name__}, got {exc!r}"
+    message = str(exc)
+    assert "\n" not in message and len(message) < 300, message
+    return message
+
+
+def test_recipe_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)
+    try:
+        message = _refused(lambda: load_recipe(fifo), RecipeError)
+    finally:
+        with contextlib.suppress(OSError):  # release a reader stuck in open(), if any
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert message == f"{fifo}: not a regular file (it is a FIFO)"
+
+
+def test_recipe_that_is_a_directory_or_device(tmp_path: Path) -> None:
+    assert _refused(lambda: load_recipe(tmp_path), RecipeError) == (
+        f"{tmp_path}: not a regular file (it is a directory)"
+    )
+    if os.path.exists("/dev/zero"):
+        assert _refused(lambda: load_recipe("/dev/zero"), RecipeError) == (
+            "/dev/zero: not a regular file (it is a character device)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"# " + b"x" * (1 << 20), "1,048,578 bytes is over the 1,048,576-byte limit"),
+        (b"name: caf\xe9\n", "not valid UTF-8 at byte 9"),
+        (b"name: a\x00\n", "NUL byte at byte 7 (not a text file)"),
+        (b'name: "a\\0"\n', "line 1, column 7: NUL character in a value"),
+        (b"name: " + b"[" * 100_000, "line 1, column 71: nested deeper than 64 levels"),
+        (
+            b"model: {class_path: a.B}\nmodel: {class_path: c.D}\n",
+            "line 2, column 1: duplicate key 'model' (first at line 1)",
+        ),
+    ],
+    ids=["oversized", "utf8", "nul", "escaped-nul", "deep", "duplicate-key"],
+)
+def test_bad_recipe_file(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert _refused(lambda: load_recipe(path), RecipeError) == f"{path}: {problem}"
+
+
+def test_recipe_alias_bomb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(
+        MINIMAL
+        + "seed: &a [1, 1, 1, 1, 1, 1, 1, 1]\n"
+        + "".join(
+            f"x{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 8)}]\n" for i in range(8)
+        )
+    )
+    assert "more than 32 alias references" in _refused(lambda: load_recipe(path), RecipeError)
+
+
+def test_recipe_param_keys_may_be_numbers_but_not_mappings(tmp_path: Path) -> None:
+    path = tmp_path / "weights.yaml"
+    path.write_text(
+        MINIMAL.replace(
+            "{class_path: a.B}", "{class_path: a.B, params: {class_weight: {0: 1, 1: 5}}}"
+        )
+    )
+    assert load_recipe(path).model.params == {"class_weight": {0: 1, 1: 5}}
+    path.write_text(MINIMAL + "extra:\n  ? [a]\n  : 1\n")
+    assert _refused(lambda: load_recipe(path), RecipeError) == (
+        f"{path}: line 4, column 5: a key must be a plain value, not a list or mapping"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[" * 60_000, "nested deeper than 64 levels at line 1 column 65"),
+        (
+            '{"campaign_id": "a", "campaign_id": "b"}',
+            "duplicate key 'campaign_id' in a JSON object",
+        ),
+        ('{"campaign_id": NaN}', "NaN is not a JSON number (numbers must be finite)"),
+        ('{"campaign_id": 1e999}', "number 1e999 is out of range (numbers must be finite)"),
+        ('{"campaign_id": "' + "x" * 70_000 + '"}', "70,019 characters is over the 65,536 limit"),
+    ],
+    ids=["deep", "duplicate-key", "nan", "overflow", "too-long"],
+)
+def test_context_params_json_is_parsed_strictly(raw: str, message: str) -> None:
+    assert (
+        _refused(lambda: parse_context_params(raw), ConfigError) == f"--context-params: {message}"
+    )
+
+
+def test_context_params_escaped_nul_reaches_the_type_check() -> None:
+    given = parse_context_params(json.dumps({"campaign_id": "x\x00y", "day": "2026-12-01"}))
+    recipe = recipe_from_dict(_base())
+    with pytest.raises(ConfigError, match=r"campaign_id: expected a string without NUL"):
+        resolve_context(recipe, given, "score")
+
+
+def test_context_params_with_a_100kb_value_stay_one_short_line() -> None:
+    recipe = recipe_from_dict(_base())
+    huge = "x" * 50_000
+    unknown = parse_context_params(json.dumps({huge: 1}))
+    assert "(50,002 chars)" in _refused(
+        lambda: resolve_context(recipe, unknown, "score"), ConfigError
+    )
+    wrong = {"campaign_id": [huge, huge], "day": "2026-12-01"}
+    message = _refused(lambda: resolve_context(recipe, wrong, "score"), ConfigError)
+    assert message.startswith("--context-params: campaign_id: expected a string, got list ['xxx")
+    data = _base()
+    data["context"]["campaign_id"]["default"] = 10**50
+    data["name"] = "y" * 100_000
+    assert _refused(lambda: recipe_from_dict(data), RecipeError).startswith("recipe: name: ")
