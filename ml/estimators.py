@@ -1,30 +1,75 @@
-"""Estimators from class paths: import, check params against the signature, build.
+"""Estimators from class paths: allowlist, import, check params against what the class uses, build.
 
-Any class with a scikit-learn style constructor works. A mapping with a `class_path` key inside
-params is built too, so nuisance models of EconML estimators are declared in the recipe.
+Any class with a scikit-learn style constructor works, from the module prefixes config allows
+(`estimators.allowed_modules`): a recipe is code, so a class path is checked as a string before
+anything is imported. A mapping with a `class_path` key inside params (or in a list there) is
+built too, so nuisance models of EconML estimators are declared in the recipe; every nesting
+level is checked like the top one.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+import json
+import re
 import typing
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from ml.errors import RecipeError
+from ml.errors import ConfigError, RecipeError, one_line
+from ml.textio import MAX_MESSAGE, elide
 
 Task = Literal["uplift", "classification", "regression"]
 
+DEFAULT_ALLOWED_MODULES: tuple[str, ...] = ("xgboost", "econml", "sklearn")
+# XGBoost's native parameters are 32-bit, and scikit-learn's Cython trees and numpy seeds are
+# no wider: a larger integer is a typo, or a recipe that would run unbounded.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_SPEC_KEYS = {"class_path", "params"}
+# Constraints name feature columns, which only the training data has; XGBoost checks them at fit.
+_XGB_FEATURE_BOUND = {"monotone_constraints", "interaction_constraints"}
+_XGB_CANARY = "ml_validate_canary"  # a name XGBoost must report unused, or the probe is blind
 
-def import_class(class_path: str, where: str) -> type:
+
+def check_allowed(
+    class_path: Any, where: str, allowed_modules: Sequence[str] | None = None
+) -> None:
+    """Refuse a class path outside the allowed module prefixes: on the string, before any import."""
+    allowed = _allowed(allowed_modules)
+    if not isinstance(class_path, str) or not _CLASS_PATH.fullmatch(class_path):
+        raise _error(
+            f"{where}: {_show(class_path)} is not a class path (expected module.Class, e.g. sklearn.linear_model.Ridge)"
+        )
+    if not _within(class_path, allowed):
+        raise _error(
+            f"{where}: {_show(class_path)} is not in the allowed modules ({_listing(allowed)}); "
+            "add its module prefix to estimators.allowed_modules in config/base.yaml"
+        )
+
+
+def import_class(class_path: str, where: str, allowed_modules: Sequence[str] | None = None) -> type:
+    allowed = _allowed(allowed_modules)
+    check_allowed(class_path, where, allowed)
     module_name, _, attr = class_path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RecipeError(f"{where}: cannot import '{class_path}' ({exc})") from None
+        raise _error(f"{where}: cannot import {_show(class_path)} ({one_line(exc, 120)})") from None
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):
-        raise RecipeError(f"{where}: '{class_path}' is not a class in module {module_name}")
+        raise _error(f"{where}: {_show(class_path)} is not a class in module {module_name}")
+    defined_in = f"{cls.__module__}.{cls.__qualname__}"
+    if not _within(defined_in, allowed):  # an allowed module may re-export anything it imports
+        raise _error(
+            f"{where}: {_show(class_path)} is {_show(defined_in)}, which is not in the allowed modules "
+            f"({_listing(allowed)}); add its module prefix to estimators.allowed_modules in config/base.yaml"
+        )
     return cls
 
 
@@ -40,46 +85,309 @@ def task_of(cls: type) -> Task:
     return "regression"
 
 
-def check_params(cls: type, params: dict[str, Any], where: str) -> None:
-    """Every param must be a constructor argument, of the annotated type where one is declared."""
-    named, hints, accepts_any = _constructor_params(cls)
-    for name, value in params.items():
-        path = f"{where}.params.{name}"
-        if name not in named and not accepts_any:
-            raise RecipeError(
-                f"{path}: {cls.__name__} does not accept parameter '{name}' (accepted: {', '.join(sorted(named))})"
-            )
-        if isinstance(value, dict) and "class_path" in value:
-            nested = import_class(str(value["class_path"]), f"{path}.class_path")
-            check_params(nested, dict(value.get("params") or {}), path)
-            continue
-        hint = hints.get(name)
-        if hint is not None:
-            _check_type(hint, value, path)
+def check_params(
+    cls: type, params: dict[str, Any], where: str, allowed_modules: Sequence[str] | None = None
+) -> None:
+    """Every param must be one the class uses, of its type, and an int only within 32 bits.
+
+    Nested specs get the same checks; every class path under `params` is held against the
+    allowlist before any of them is imported.
+    """
+    allowed = _allowed(allowed_modules)
+    for path, spec in _nested_specs(params, where):
+        check_allowed(spec["class_path"], f"{path}.class_path", allowed)
+    _check_params(cls, params, where, allowed)
 
 
 def build(
-    class_path: str, params: dict[str, Any], seed: int | None = None, where: str = "model"
+    class_path: str,
+    params: dict[str, Any],
+    seed: int | None = None,
+    where: str = "model",
+    allowed_modules: Sequence[str] | None = None,
 ) -> Any:
     """Instantiate the estimator and nested specs; seed every `random_state` left unset."""
-    cls = import_class(class_path, f"{where}.class_path")
+    allowed = _allowed(allowed_modules)
+    check_allowed(class_path, f"{where}.class_path", allowed)
+    for path, spec in _nested_specs(params, where):
+        check_allowed(spec["class_path"], f"{path}.class_path", allowed)
+    return _build(class_path, params, seed, where, allowed)
+
+
+def _build(
+    class_path: str, params: dict[str, Any], seed: int | None, where: str, allowed: tuple[str, ...]
+) -> Any:
+    cls = import_class(class_path, f"{where}.class_path", allowed)
     kwargs = {
-        name: _build_value(value, seed, f"{where}.params.{name}") for name, value in params.items()
+        name: _build_value(value, seed, f"{where}.params.{name}", allowed)
+        for name, value in params.items()
     }
     if seed is not None and "random_state" not in kwargs and _accepts(cls, "random_state"):
         kwargs["random_state"] = seed
     try:
         return cls(**kwargs)
     except Exception as exc:  # noqa: BLE001 - constructor errors are the recipe's
-        raise RecipeError(f"{where}: {cls.__name__}({', '.join(kwargs)}) failed: {exc}") from None
+        raise _error(f"{where}: {cls.__name__}({', '.join(kwargs)}) failed: {exc}") from None
 
 
-def _build_value(value: Any, seed: int | None, where: str) -> Any:
-    if isinstance(value, dict) and "class_path" in value:
-        return build(str(value["class_path"]), dict(value.get("params") or {}), seed, where)
+def _build_value(value: Any, seed: int | None, where: str, allowed: tuple[str, ...]) -> Any:
+    if _is_spec(value):
+        return _build(
+            str(value["class_path"]), dict(value.get("params") or {}), seed, where, allowed
+        )
     if isinstance(value, list):
-        return [_build_value(v, seed, where) for v in value]
+        return [_build_value(v, seed, f"{where}[{i}]", allowed) for i, v in enumerate(value)]
     return value
+
+
+# -- checking params -----------------------------------------------------------------------
+
+
+def _check_params(cls: type, params: dict[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    named, hints, takes_kwargs = _constructor_params(cls)
+    xgboost_model = _is_xgboost_model(cls)
+    unknown = [name for name in params if name not in named]
+    if unknown and not xgboost_model:  # XGBoost's own learner judges its wrappers' **kwargs
+        note = (
+            "; it takes **kwargs, but only named parameters can be checked" if takes_kwargs else ""
+        )
+        raise _unknown(where, unknown, f"{cls.__name__} does not accept", named, note)
+    for name, value in params.items():
+        path = f"{where}.params.{name}"
+        _check_value(value, path, allowed)
+        hint = hints.get(name)
+        if hint is not None and not _holds_spec(value):
+            _check_type(hint, value, path)
+    if xgboost_model:
+        _check_xgboost_params(cls, params, where, named)
+    _check_sklearn_constraints(cls, params, where)
+
+
+def _check_value(value: Any, path: str, allowed: tuple[str, ...]) -> None:
+    """Nested specs are checked like the top level; integers anywhere within 32 bits."""
+    if _is_spec(value):
+        nested = import_class(value["class_path"], f"{path}.class_path", allowed)
+        _check_params(nested, dict(value.get("params") or {}), path, allowed)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, f"{path}[{i}]", allowed)
+    else:
+        _check_ints(value, path)
+
+
+def _check_ints(value: Any, path: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_ints(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_ints(item, f"{path}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise _error(
+            f"{path}: {_show(value)} is outside the 32-bit integer range estimators support "
+            f"({INT_MIN:,} to {INT_MAX:,})"
+        )
+
+
+def _unknown(
+    where: str,
+    unknown: list[str],
+    verb: str,
+    named: set[str],
+    note: str = "",
+    listed: bool = True,
+) -> RecipeError:
+    """One line however many names are wrong: the first, how many others, and what would do."""
+    first = unknown[0]
+    others = f", nor {len(unknown) - 1:,} other unknown parameters" if len(unknown) > 1 else ""
+    close = difflib.get_close_matches(str(first), sorted(named), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    accepted = f" (accepted: {_listing(sorted(named), 100)})" if named and listed else ""
+    return _error(
+        f"{where}.params.{elide(str(first), 60)}: {verb} parameter {_show(first)}{others}{hint}{note}{accepted}"
+    )
+
+
+def _check_xgboost_params(cls: type, params: dict[str, Any], where: str, named: set[str]) -> None:
+    """XGBoost's wrappers pass unknown kwargs to the native learner, which ignores names it does
+    not use (a warning at fit). Ask the learner itself, configured with the recipe's params on a
+    one-row matrix, which names it does not use and which values it refuses."""
+    import numpy as np
+    import xgboost
+
+    extras = [name for name in params if name not in named]
+    bad = next((n for n in extras if not isinstance(n, str) or not _NAME.fullmatch(n)), None)
+    if bad is not None:
+        raise _unknown(where, [bad], f"{cls.__name__} has no", named, listed=False)
+    spec = next((n for n in extras if _holds_spec(params[n])), None)
+    if spec is not None:
+        raise _error(
+            f"{where}.params.{spec}: XGBoost learner parameters take plain values, not a class_path spec"
+        )
+    try:
+        learner = cls(**{k: v for k, v in params.items() if not _holds_spec(v)}).get_xgb_params()
+    except Exception as exc:  # noqa: BLE001 - the wrapper's own refusal is the recipe's
+        raise _error(f"{where}: {cls.__name__} refuses its params: {one_line(exc, 160)}") from None
+    learner = {k: v for k, v in learner.items() if v is not None and k not in _XGB_FEATURE_BOUND}
+    if str(learner.get("objective", "")).startswith("multi:") and "num_class" not in learner:
+        learner["num_class"] = 2  # XGBClassifier sets it from the labels at fit
+    probe = {**learner, "validate_parameters": True, "verbosity": 1, _XGB_CANARY: 1}
+    matrix = xgboost.DMatrix(np.zeros((1, 1)), label=[0.0])
+    with warnings.catch_warnings(record=True) as caught, xgboost.config_context(verbosity=1):
+        warnings.simplefilter("always")
+        try:
+            config = json.loads(xgboost.Booster(probe, [matrix]).save_config())
+        except xgboost.core.XGBoostError as exc:
+            raise _xgboost_refusal(exc, params, where) from None
+    unused = {name for w in caught for name in _unused_names(str(w.message))}
+    if _XGB_CANARY not in unused:  # fail closed if this xgboost reports unused names differently
+        raise _error(
+            f"{where}: cannot check {cls.__name__}'s parameters: xgboost {xgboost.__version__} did not "
+            "report an unused test parameter, so misspelt ones would go unnoticed"
+        )
+    unused.discard(_XGB_CANARY)
+    if unused:
+        ordered = [n for n in params if n in unused] + sorted(unused - set(params))
+        train = config["learner"]["learner_train_param"]
+        verb = f"XGBoost (booster {train['booster']}, objective {train['objective']}) does not use"
+        # suggest from the names this configuration does use: the wrapper's and the learner's
+        raise _unknown(where, ordered, verb, named | _leaf_keys(config), listed=False)
+
+
+def _leaf_keys(config: Any) -> set[str]:
+    """The parameter names in a saved XGBoost config (its JSON's leaf keys)."""
+    if isinstance(config, dict):
+        return {k for key, v in config.items() for k in (_leaf_keys(v) or {key})}
+    if isinstance(config, list):
+        return {k for v in config for k in _leaf_keys(v)}
+    return set()
+
+
+def _unused_names(message: str) -> list[str]:
+    """The names in XGBoost's `Parameters: { "a", "b" } are not used.` warning."""
+    match = re.search(r"Parameters: \{(.*)\} are not used", message, re.S)
+    return re.findall(r'"([^"]*)"', match.group(1)) if match else []
+
+
+def _xgboost_refusal(exc: Exception, params: dict[str, Any], where: str) -> RecipeError:
+    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", str(exc).strip())
+    line = text.splitlines()[0] if text else "refused"
+    name = next((word for word in re.findall(r"\w+", line) if word in params), None)
+    path = f"{where}.params.{name}" if name else f"{where}.params"
+    return _error(f"{path}: XGBoost refuses it: {elide(line, 160)}")
+
+
+def _check_sklearn_constraints(cls: type, params: dict[str, Any], where: str) -> None:
+    """scikit-learn estimators declare each param's types and ranges; check them now, not at fit."""
+    constraints = getattr(cls, "_parameter_constraints", None)
+    if not isinstance(constraints, dict) or not _within(cls.__module__, ("sklearn",)):
+        return
+    try:
+        from sklearn.utils._param_validation import (
+            InvalidParameterError,
+            validate_parameter_constraints,
+        )
+    except ImportError:  # an older scikit-learn checks them itself, at fit
+        return
+    for name, value in params.items():
+        if name in constraints and not _holds_spec(value):
+            try:
+                validate_parameter_constraints(
+                    {name: constraints[name]}, {name: value}, caller_name=cls.__name__
+                )
+            except InvalidParameterError as exc:
+                raise _error(f"{where}.params.{name}: {elide(str(exc), 200)}") from None
+
+
+# -- nested specs ----------------------------------------------------------------------------
+
+
+def _nested_specs(params: dict[str, Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every `{class_path, params}` spec under params, at any depth, with its field path."""
+    for name, value in params.items():
+        yield from _specs_in(value, f"{where}.params.{name}")
+
+
+def _specs_in(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if _is_spec(value):
+        extra = sorted(str(k) for k in value if k not in _SPEC_KEYS)
+        if extra:
+            raise _error(
+                f"{path}.{elide(extra[0], 60)}: unknown key (a nested spec takes class_path and params)"
+            )
+        inner = value.get("params")
+        if inner is not None and not isinstance(inner, dict):
+            raise _error(
+                f"{path}.params: expected a mapping of parameter names to values (got {type(inner).__name__})"
+            )
+        yield path, value
+        yield from _nested_specs(inner or {}, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _specs_in(item, f"{path}[{i}]")
+
+
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, dict) and "class_path" in value
+
+
+def _holds_spec(value: Any) -> bool:
+    return _is_spec(value) or (isinstance(value, list) and any(_holds_spec(v) for v in value))
+
+
+def _is_xgboost_model(cls: type) -> bool:
+    if not _within(cls.__module__, ("xgboost",)):
+        return False
+    from xgboost.sklearn import XGBModel
+
+    return issubclass(cls, XGBModel)
+
+
+# -- the allowlist and messages --------------------------------------------------------------
+
+
+def _allowed(allowed_modules: Sequence[str] | None) -> tuple[str, ...]:
+    if allowed_modules is None:
+        return DEFAULT_ALLOWED_MODULES
+    allowed = tuple(allowed_modules)
+    for prefix in allowed:
+        if not isinstance(prefix, str) or not _MODULE_PATH.fullmatch(prefix):
+            raise ConfigError(
+                f"estimators.allowed_modules: {_show(prefix)} is not a module path (expected e.g. sklearn or sklearn.ensemble)"
+            )
+    return allowed
+
+
+def _within(path: str, allowed: Sequence[str]) -> bool:
+    """On module-path boundaries: `sklearn` covers sklearn.linear_model.X, not sklearnx.Y."""
+    return any(path == prefix or path.startswith(prefix + ".") for prefix in allowed)
+
+
+def _listing(items: Sequence[str], limit: int = 80) -> str:
+    shown: list[str] = []
+    for item in items:
+        if len(", ".join([*shown, item])) > limit:
+            return ", ".join(shown) + f", ... ({len(items) - len(shown):,} more)"
+        shown.append(item)
+    return ", ".join(shown) or "none"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as the recipe wrote it, elided; huge integers by size, not digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length():,} bits"
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else elide(text, limit)
+
+
+def _error(message: str) -> RecipeError:
+    return RecipeError(elide(message, MAX_MESSAGE))
+
+
+# -- constructor introspection -----------------------------------------------------------------
 
 
 def _constructor_params(cls: type) -> tuple[set[str], dict[str, Any], bool]:
@@ -126,11 +434,12 @@ def _check_type(hint: Any, value: Any, path: str) -> None:
     except Exception:  # noqa: BLE001 - annotations pydantic cannot express go unchecked
         return
     try:
-        adapter.validate_python(value, strict=False)
+        typed = adapter.validate_python(value, strict=False)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         msg = err["msg"]
         msg = msg[0].lower() + msg[1:]
-        raise RecipeError(f"{path}: {msg} (got {value!r})") from None
+        raise _error(f"{path}: {msg} (got {_show(value)})") from None
     except Exception:  # noqa: BLE001 - odd annotations (callables, protocols) go unchecked
         return
+    _check_ints(typed, path)  # an int-typed param given as 1e12 becomes a 13-digit int
