@@ -48,10 +48,13 @@ bqemulator: $(BQEMULATOR_VENV)/.installed
 test: install bqemulator
 	$(BIN)/pytest -q
 
+# ruff (with the blind-except and security rules), import-linter (layers, no cycles among
+# siblings), mypy (strict on the warehouse, registry, config and recipes)
 lint: install
 	$(BIN)/ruff check ml tests bench
 	$(BIN)/ruff format --check ml tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf data mlruns target logs .venv .tools $(BQEMULATOR_VENV)

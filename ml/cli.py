@@ -198,8 +198,8 @@ def score(
 ) -> None:
     """Score a population with a trained model and write the scores to the warehouse."""
     from ml.progress import Steps, progress_bar
+    from ml.registry import ModelRef
     from ml.score import score as run_score
-    from ml.tracking import ModelRef
 
     settings = _settings(ctx)
     ref = ModelRef.parse(run_id, model)
@@ -248,8 +248,8 @@ def serve(
     workers: int | None,
 ) -> None:
     """Serve a trained model over HTTP: POST /predict, /health, /ready, /metadata, /docs."""
-    from ml.serve import run
-    from ml.tracking import ModelRef
+    from ml.registry import ModelRef
+    from ml.serving.run import run
 
     settings = _settings(ctx)
     ref = ModelRef.parse(run_id, model)

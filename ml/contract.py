@@ -14,32 +14,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def arrow_kind(dtype: pa.DataType) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_boolean(dtype):
-        return "bool"
-    if pa.types.is_integer(dtype):
-        return "int"
-    if pa.types.is_floating(dtype):
-        return "float"
-    if pa.types.is_decimal(dtype):
-        return "decimal"
-    if (
-        pa.types.is_string(dtype)
-        or pa.types.is_large_string(dtype)
-        or pa.types.is_string_view(dtype)
-    ):
-        return "string"
-    if pa.types.is_timestamp(dtype):
-        return "timestamp"
-    if pa.types.is_date(dtype):
-        return "date"
-    if pa.types.is_null(dtype):
-        return "null"
-    return str(dtype)
-
-
 def check_columns(live: Mapping[str, str], expected: Mapping[str, str], relation: str) -> None:
     """The relation has every expected column with the expected logical kind."""
     for column, kind in expected.items():

@@ -33,7 +33,8 @@ def split_rows(
 ) -> Split:
     n = table.num_rows
     if spec.method == "column":
-        assert spec.column and spec.test_values is not None
+        if not spec.column or spec.test_values is None:  # the recipe's validator requires both
+            raise ContractError(f"{relation}: split: method column needs column and test_values")
         if spec.column not in table.column_names:
             raise ContractError(
                 f"{relation}: split column '{spec.column}' is not in the loaded columns"

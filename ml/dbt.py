@@ -15,19 +15,10 @@ from typing import Any
 
 from ml.config import Settings
 from ml.errors import DbtError
+from ml.warehouse.base import Relation
 
 _PROJECT_INPUTS = ("models", "macros", "seeds", "tests", "snapshots", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml")
-
-
-@dataclass(frozen=True)
-class Relation:
-    database: str | None
-    schema: str
-    name: str
-
-    def __str__(self) -> str:
-        return ".".join(p for p in (self.database, self.schema, self.name) if p)
 
 
 @dataclass(frozen=True)
@@ -178,12 +169,9 @@ class DbtProject:
     def _database(self) -> str | None:
         """The database dbt names relations with on this target: the DuckDB file's stem, or
         the BigQuery project."""
-        wh = self.settings.warehouse
-        if wh.type == "duckdb" and wh.duckdb is not None:
-            return Path(wh.duckdb.path).stem
-        if wh.type == "bigquery" and wh.bigquery is not None:
-            return wh.bigquery.project
-        return None
+        from ml.warehouse import database_name
+
+        return database_name(self.settings)
 
     def _newest_input(self) -> float:
         """The latest modification time of any project file: a manifest older than it is stale."""

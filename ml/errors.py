@@ -81,3 +81,12 @@ class TrainingError(MLError):
 
     exit_code = 7
     http_status = 500
+
+
+class RunStateError(RunNotFoundError):
+    """The run exists but is not a finished training run (still running, failed, deleted, or a
+    scoring run): it is never scored or served."""
+
+
+class ArtifactError(TrackingError):
+    """A run's artifact is missing, truncated or unreadable."""

@@ -33,7 +33,8 @@ def evaluate(
         raise TrainingError("the model produced NaN or infinite scores on the test split")
     try:
         if task == "uplift":
-            assert t is not None
+            if t is None:
+                raise TrainingError("an uplift evaluation needs the treatment column")
             values = m.uplift_metrics(y, t, score)
             deciles = m.uplift_by_decile(y, t, score)
             ev = Evaluation(values, {"uplift_by_decile": deciles})
@@ -55,7 +56,7 @@ def evaluate(
     if plots:
         from ml import plots as p
 
-        if task == "uplift":
+        if task == "uplift" and t is not None:
             ev.plots["qini_curve.png"] = p.qini_plot(y, t, score)
             ev.plots["uplift_by_decile.png"] = p.uplift_by_decile_plot(
                 ev.tables["uplift_by_decile"]

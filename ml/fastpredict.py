@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,7 @@ def _accelerate_one(model: Any, n_features: int) -> int:
         fast = _DensePredictor(model.get_booster(), model._get_iteration_range(None), model.missing)
     except Exception:  # noqa: BLE001 - anything unexpected keeps XGBoost's own path
         return 0
+    method: Callable[..., Any]
     if isinstance(model, XGBClassifier):
         if model.objective != "binary:logistic" or getattr(model, "n_classes_", 2) != 2:
             return 0

@@ -193,6 +193,10 @@ def auuc_normalized(y: ArrayLike, t: ArrayLike, score: ArrayLike) -> float:
     return _area_above_random(*_uplift_curve(y_arr, t_arr, s_arr)) / best
 
 
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def _arm_difference(y: np.ndarray, t: np.ndarray) -> float | None:
     treated, control = t == 1, t == 0
     if not treated.any() or not control.any():
@@ -244,5 +248,5 @@ def uplift_metrics(y: ArrayLike, t: ArrayLike, score: ArrayLike) -> dict[str, fl
         "uplift_at_20": uplift_at_k(y_arr, t_arr, s_arr, 0.2),
         "uplift_at_30": uplift_at_k(y_arr, t_arr, s_arr, 0.3),
         "ate_estimated": float(s_arr.mean()),
-        "ate_observed": float(_arm_difference(y_arr, t_arr)),
+        "ate_observed": _nan_if_none(_arm_difference(y_arr, t_arr)),
     }

@@ -133,8 +133,8 @@ def feature_importances(estimator: Any, n_features: int) -> np.ndarray | None:
             for attr in ("models_cate", "cate_treated_models", "cate_controls_models")
             for m in getattr(estimator, attr, None) or []
         ]
-        parts = [getattr(m, "feature_importances_", None) for m in cate_models]
-        parts = [p for p in parts if p is not None]
+        found = [getattr(m, "feature_importances_", None) for m in cate_models]
+        parts = [p for p in found if p is not None]
         values = np.mean(parts, axis=0) if parts else None
     if values is None:
         try:

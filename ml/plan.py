@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from ml.dbt import DbtModel, DbtProject
 from ml.errors import RecipeError
 from ml.estimators import Task, check_params, import_class, task_of
+from ml.kinds import FEATURE_KINDS, NUMERIC_KINDS, declared_kind
 from ml.recipe import Recipe
-from ml.warehouse import declared_kind
 
-FEATURE_KINDS = {"int", "float", "bool", "string", "decimal"}
-_NUMERIC = {"int", "float", "bool", "decimal"}
 _CONTEXT_KINDS = {
     "str": {"string"},
     "int": {"int"},
@@ -36,6 +34,7 @@ class Plan:
     score_model: DbtModel
     features: list[str]
     kinds: dict[str, str]  # column -> logical kind, from the train model's contract
+    allowed_modules: tuple[str, ...]  # estimators.allowed_modules, for building the estimator
 
     @property
     def context_columns(self) -> dict[str, str]:
@@ -57,21 +56,16 @@ class Plan:
             cols.append(d.treatment)
         return _unique([*cols, *self.features])
 
-    @property
-    def score_columns(self) -> list[str]:
-        return _unique(
-            [*self.recipe.data.entity_keys, *self.filter_columns.values(), *self.features]
-        )
-
 
 def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
     d = recipe.data
-    cls = import_class(recipe.model.class_path, f"{label}: model.class_path")
+    allowed = project.settings.estimators.allowed_modules
+    cls = import_class(recipe.model.class_path, f"{label}: model.class_path", allowed)
     if not callable(getattr(cls, "fit", None)):  # never instantiate an arbitrary class as "model"
         raise RecipeError(
             f"{label}: model.class_path: '{recipe.model.class_path}' is not an estimator (it has no fit method)"
         )
-    check_params(cls, recipe.model.params, f"{label}: model")
+    check_params(cls, recipe.model.params, f"{label}: model", allowed)
     task = task_of(cls)
     if task == "uplift" and not d.treatment:
         raise RecipeError(
@@ -91,7 +85,7 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
         _need(train, train_kinds, key, f"{label}: data.entity_keys")
         _need(score, score_kinds, key, f"{label}: data.entity_keys")
     _need(train, train_kinds, d.target, f"{label}: data.target")
-    if train_kinds[d.target] not in _NUMERIC:
+    if train_kinds[d.target] not in NUMERIC_KINDS:
         raise RecipeError(
             f"{label}: data.target: column '{d.target}' of {train.name} is {train_kinds[d.target]}; expected a numeric or boolean column"
         )
@@ -143,7 +137,7 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
             raise RecipeError(
                 f"{label}: data.features: column '{f}' is {train_kinds[f]} in {train.name} but {score_kinds[f]} in {score.name}"
             )
-    return Plan(recipe, label, task, train, score, features, train_kinds)
+    return Plan(recipe, label, task, train, score, features, train_kinds, tuple(allowed))
 
 
 def _model(project: DbtProject, name: str, where: str) -> DbtModel:

@@ -107,13 +107,13 @@ class Preprocessor:
         if exact:
             out[:k] = x
         at = k
-        for col in self.categorical:
-            codes = _codes(columns[col.name], col)
+        for cat in self.categorical:
+            codes = _codes(columns[cat.name], cat)
             if self.spec.encoding == "onehot":
-                width = len(col.categories) + 1
+                width = len(cat.categories) + 1
                 block = out[at : at + width]
                 block[:] = 0.0
-                block[np.where(codes < 0, len(col.categories), codes), np.arange(n)] = 1.0
+                block[np.where(codes < 0, len(cat.categories), codes), np.arange(n)] = 1.0
                 at += width
             else:
                 out[at] = codes

@@ -6,12 +6,12 @@ import json
 import pickle
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 from ml.model import ScoringModel, TrainingSchema
 
 
-class PyfuncScoringModel(mlflow.pyfunc.PythonModel):
+class PyfuncScoringModel(PythonModel):
     """Loads the same artifacts batch scoring uses; `predict` takes a DataFrame of features."""
 
     model: ScoringModel

@@ -7,39 +7,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import pickle
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ml import contract
+from ml import contract, registry
 from ml.config import Settings
 from ml.dbt import DbtProject
-from ml.errors import ContractError, TrainingError, WarehouseError, one_line
+from ml.errors import ContractError, TrainingError, WarehouseError
+from ml.kinds import arrow_type, value_kind
 from ml.model import ScoringModel, TrainingSchema
 from ml.plan import Plan, plan
 from ml.progress import Steps
-from ml.recipe import Recipe, parse_context_params, recipe_from_dict, resolve_context
-from ml.tracking import ModelRef
+from ml.recipe import parse_context_params, resolve_context
+from ml.registry import ModelRef, TrainedModel
+from ml.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.drift import DriftAccumulator
 
 DRIFT_SAMPLE_ROWS = 100_000  # PSI over 10 bins: share errors ~0.001 at this size
-
-
-@dataclass
-class Trained:
-    """A training run's artifacts, reassembled."""
-
-    run_id: str
-    model_name: str
-    model_version: str | None
-    recipe: Recipe
-    model: ScoringModel
-    profile: dict[str, Any] | None
 
 
 @dataclass
@@ -70,63 +62,22 @@ class ScoreResult:
         }
 
 
-def load_trained(ref: ModelRef) -> Trained:
-    """Find the run behind `ref` and rebuild preprocessor + estimator from its artifacts."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+@dataclass(frozen=True)
+class Target:
+    """Where one scoring call reads and writes: the population, its filter and the slice."""
 
-    from ml import tracking
+    plan: Plan
+    context: dict[str, Any]
+    filters: dict[str, Any]
+    schema_name: str  # the predictions schema
 
-    if ref.run_id:
-        run = tracking.get_run(ref.run_id)
-        versions = MlflowClient().search_model_versions(f"run_id = '{ref.run_id}'")
-        name = run.data.tags.get("ml.recipe") or (versions[0].name if versions else None)
-        version = str(max(int(v.version) for v in versions)) if versions else None
-        run_id = ref.run_id
-    else:
-        assert ref.name is not None
-        mv = tracking.resolve_model_version(ref.name, ref.alias_or_version)
-        run_id = mv.run_id or (mv.tags or {}).get("run_id")
-        if not run_id:
-            raise TrainingError(f"model '{ref.name}' version {mv.version} has no source run")
-        run = tracking.get_run(run_id)
-        name, version = mv.name, str(mv.version)
-    if run.info.status != "FINISHED" or run.data.tags.get("ml.kind", "train") != "train":
-        raise TrainingError(
-            f"run '{run_id}' is not a finished training run (status {run.info.status})"
-        )
+    @property
+    def output(self) -> str:
+        return f"{self.schema_name}.{self.plan.recipe.name}"
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for part in ("recipe", "schema", "preprocessor", "estimator"):
-                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=part, dst_path=tmp)
-        except Exception as exc:  # noqa: BLE001
-            raise TrainingError(
-                f"run '{run_id}': cannot download its artifacts ({one_line(exc, 200)})"
-            ) from None
-        root = Path(tmp)
-        import yaml
-
-        recipe = recipe_from_dict(
-            yaml.safe_load((root / "recipe" / "recipe.yaml").read_text()),
-            f"run {run_id}: recipe.yaml",
-        )
-        schema = TrainingSchema.from_dict(
-            json.loads((root / "schema" / "training_schema.json").read_text())
-        )
-        profile_path = root / "schema" / "reference_profile.json"
-        profile = json.loads(profile_path.read_text()) if profile_path.is_file() else None
-        # Artifacts are read only from the configured tracking store (see README: security).
-        preprocessor = pickle.loads((root / "preprocessor" / "preprocessor.pkl").read_bytes())  # noqa: S301
-        estimator = pickle.loads((root / "estimator" / "estimator.pkl").read_bytes())  # noqa: S301
-    return Trained(
-        run_id,
-        name or recipe.name,
-        version,
-        recipe,
-        ScoringModel(schema, preprocessor, estimator),
-        profile,
-    )
+    @property
+    def relation(self) -> str:
+        return str(self.plan.score_model.relation)
 
 
 def score(
@@ -138,129 +89,147 @@ def score(
     steps: Steps | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> ScoreResult:
+    """Score the recipe's population for one context and replace its slice of the score table."""
     steps = steps or Steps(enabled=False)
     given = (
         context_params if isinstance(context_params, dict) else parse_context_params(context_params)
     )
-
     from ml import tracking
 
     with steps.step("checking the MLflow store"):
         tracking.configure(settings)
     with steps.step("loading the model from its run's artifacts"):
-        trained = load_trained(ref)
-    recipe = trained.recipe
-    context = resolve_context(recipe, given, "score")
-    project = DbtProject(settings)
-    with steps.step("checking the recipe against the dbt project"):
-        p = plan(recipe, f"run {trained.run_id}: recipe", project)
-    dbt_vars = {n: v for n, v in context.items() if "var" in recipe.context[n].apply}
-    if build:
-        with steps.step(f"dbt build --select +{p.score_model.name}"):
-            project.build(f"+{p.score_model.name}", vars=dbt_vars)
+        trained = registry.load_trained(registry.resolve(ref))
+    from ml.sources import check_writable
 
+    check_writable(settings, trained.recipe)  # before any side effect: the build, the slice
+    target = _target(settings, trained, given, build, steps)
     from ml.warehouse import connect
-
-    relation = str(p.score_model.relation)
-    out_schema = settings.predictions.schema_name
-    output = f"{out_schema}.{recipe.name}"
-    filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
-    schema = trained.model.schema
 
     with connect(settings) as wh:
         with steps.step("opening the warehouse"):
             wh.open()
         # `seconds` covers the scoring itself: population checks, streaming, writing, the swap
         start = time.perf_counter()
-        scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-        with steps.step(f"checking {relation} against the training schema"):
-            total = _check_population(wh, p, schema, filters, context)
-        slice_ = {**{p.context_columns[n]: v for n, v in context.items()}, "run_id": trained.run_id}
-        constants = {
-            **{p.context_columns[n]: v for n, v in context.items() if n not in p.filter_columns},
-            "model_name": trained.model_name,
-            "model_version": trained.model_version,
-            "run_id": trained.run_id,
-            "scored_at": scored_at,
-        }
-        from ml.drift import DriftAccumulator
-
-        # PSI from a systematic sample of about DRIFT_SAMPLE_ROWS rows, whatever the population
-        every = max(1, total // DRIFT_SAMPLE_ROWS)
-        drift = DriftAccumulator(trained.profile, every) if trained.profile else None
-        columns = _unique([*schema.entity_keys, *filters, *schema.features])
-        with steps.step(f"scoring {total:,} rows into {output}"):
-            batches = wh.read_batches(
-                p.score_model.relation, columns, filters, settings.predictions.batch_size
-            )
-            typed = {name: (value, _arrow_type(name, value)) for name, value in constants.items()}
-            with wh.slice_writer(out_schema, recipe.name, slice_, typed) as writer:
-                _pipeline(
-                    batches,
-                    trained.model,
-                    schema,
-                    filters,
-                    drift,
-                    writer.write,
-                    total,
-                    on_batch,
-                )
-            rows = writer.rows
+        with steps.step(f"checking {target.relation} against the training schema"):
+            total = _check_population(wh, settings, target, trained.model.schema)
+        drift = _drift(trained, total)
+        with steps.step(f"scoring {total:,} rows into {target.output}"):
+            rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
     seconds = time.perf_counter() - start
-
     report = drift.report() if drift else {}
     drifted = sorted(n for n, r in report.items() if r["drifted"])
     with steps.step("logging the scoring run to MLflow"):
-        score_run_id = _log_scoring_run(
-            settings, trained, context, relation, output, rows, seconds, report, drifted
-        )
+        score_run_id = _log_scoring_run(settings, trained, target, rows, seconds, report, drifted)
     from ml.sources import ensure_declared
 
-    ensure_declared(settings, recipe)
+    ensure_declared(settings, trained.recipe)
     return ScoreResult(
         rows,
-        output,
-        relation,
+        target.output,
+        target.relation,
         seconds,
         trained.run_id,
         score_run_id,
         trained.model_name,
         trained.model_version,
-        context,
+        target.context,
         drifted,
     )
 
 
-def _check_population(
-    wh: Any, p: Plan, schema: TrainingSchema, filters: dict[str, Any], context: dict[str, Any]
+def _target(
+    settings: Settings, trained: TrainedModel, given: dict[str, Any], build: bool, steps: Steps
+) -> Target:
+    """The recipe the model was trained with, checked against today's dbt project (and the
+    scoring model built first when asked)."""
+    recipe = trained.recipe
+    context = resolve_context(recipe, given, "score")
+    project = DbtProject(settings)
+    with steps.step("checking the recipe against the dbt project"):
+        p = plan(recipe, f"run {trained.run_id}: recipe", project)
+    if build:
+        dbt_vars = {n: v for n, v in context.items() if "var" in recipe.context[n].apply}
+        with steps.step(f"dbt build --select +{p.score_model.name}"):
+            project.build(f"+{p.score_model.name}", vars=dbt_vars)
+    filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
+    return Target(p, context, filters, settings.predictions.schema_name)
+
+
+def _drift(trained: TrainedModel, total: int) -> DriftAccumulator | None:
+    """PSI from a systematic sample of about DRIFT_SAMPLE_ROWS rows, whatever the population."""
+    if not trained.profile:
+        return None
+    from ml.drift import DriftAccumulator
+
+    return DriftAccumulator(trained.profile, max(1, total // DRIFT_SAMPLE_ROWS))
+
+
+def _write_scores(
+    settings: Settings,
+    wh: Warehouse,
+    target: Target,
+    trained: TrainedModel,
+    drift: DriftAccumulator | None,
+    total: int,
+    on_batch: Callable[[int, int], None] | None,
 ) -> int:
-    rel = p.score_model.relation
+    """Stream the population through the model into a new slice; returns the rows written."""
+    p, context, schema = target.plan, target.context, trained.model.schema
+    scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    slice_ = {**{p.context_columns[n]: v for n, v in context.items()}, "run_id": trained.run_id}
+    constants = {
+        **{p.context_columns[n]: v for n, v in context.items() if n not in p.filter_columns},
+        "model_name": trained.model_name,
+        "model_version": trained.model_version,
+        "run_id": trained.run_id,
+        "scored_at": scored_at,
+    }
+    typed = {name: (value, _arrow_type(value)) for name, value in constants.items()}
+    columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
+    batches = wh.read_batches(
+        p.score_model.relation, columns, target.filters, settings.predictions.batch_size
+    )
+    with wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer:
+        _pipeline(
+            batches, trained.model, schema, target.filters, drift, writer.write, total, on_batch
+        )
+    return writer.rows
+
+
+def _check_population(
+    wh: Warehouse, settings: Settings, target: Target, schema: TrainingSchema
+) -> int:
+    """The population matches the training schema, is not empty and has unique, non-null keys;
+    its row count."""
+    p, rel = target.plan, target.plan.score_model.relation
     if not wh.exists(rel):
+        t = settings.dbt.target
         raise WarehouseError(
-            f"relation {rel} (dbt model {p.score_model.name}) is not built for target {wh.settings.dbt.target}: "
-            f"run `dbt build --select +{p.score_model.name} --target {wh.settings.dbt.target}` or `ml score --build`"
+            f"relation {rel} (dbt model {p.score_model.name}) is not built for target {t}: "
+            f"run `dbt build --select +{p.score_model.name} --target {t}` or `ml score --build`"
         )
     expected = {k: p.kinds.get(k, "int") for k in schema.entity_keys}
-    expected.update({c: p.kinds[c] for c in filters if c in p.kinds})
+    expected.update({c: p.kinds[c] for c in target.filters if c in p.kinds})
     expected.update(schema.features)
     contract.check_columns(wh.columns(rel), expected, str(rel))
-    stats = wh.key_stats(rel, schema.entity_keys, filters)
-    if stats["rows"] == 0:
-        where = ", ".join(f"{k}={v!r}" for k, v in context.items()) or "no filter"
+    stats = wh.key_stats(rel, schema.entity_keys, target.filters)
+    if stats.rows == 0:
+        where = ", ".join(f"{k}={v!r}" for k, v in target.context.items()) or "no filter"
         raise ContractError(
             f"{rel}: the scoring population is empty for {where}; nothing was written"
         )
-    for key, nulls in stats["nulls"].items():
+    for key, nulls in stats.nulls.items():
         if nulls:
             raise ContractError(
                 f"{rel}: key column '{key}' has {nulls} null value(s); nothing was written"
             )
-    if stats["distinct"] != stats["rows"]:
+    if stats.duplicates:
         raise ContractError(
-            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats['rows'] - stats['distinct']} duplicate row(s) "
-            "in this context; nothing was written"
+            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats.duplicates} duplicate "
+            "row(s) in this context; nothing was written"
         )
-    return int(stats["rows"])
+    return stats.rows
 
 
 def _pipeline(
@@ -268,7 +237,7 @@ def _pipeline(
     model: ScoringModel,
     schema: TrainingSchema,
     filters: dict[str, Any],
-    drift: Any,
+    drift: DriftAccumulator | None,
     write: Callable[[Any], None],
     total: int,
     on_batch: Callable[[int, int], None] | None,
@@ -361,28 +330,14 @@ def _read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         raise errors[0]
 
 
-def _arrow_type(name: str, value: Any) -> Any:
-    import pyarrow as pa
-
-    if name == "scored_at":
-        return pa.timestamp("us")
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, int):
-        return pa.int64()
-    if isinstance(value, float):
-        return pa.float64()
-    if isinstance(value, dt.date):
-        return pa.date32()
-    return pa.string()
+def _arrow_type(value: Any) -> pa.DataType:
+    return arrow_type(value_kind(value))
 
 
 def _log_scoring_run(
     settings: Settings,
-    trained: Trained,
-    context: dict[str, Any],
-    relation: str,
-    output: str,
+    trained: TrainedModel,
+    target: Target,
     rows: int,
     seconds: float,
     drift: dict[str, Any],
@@ -392,12 +347,13 @@ def _log_scoring_run(
 
     from ml import tracking
 
-    exp_id = tracking.experiment_id(settings, trained.recipe.experiment_name)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"score-{trained.recipe.name}") as run:
+    recipe, context = trained.recipe, target.context
+    exp_id = tracking.experiment_id(settings, recipe.experiment_name)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"score-{recipe.name}") as run:
         mlflow.set_tags(
             {
                 "ml.kind": "score",
-                "ml.recipe": trained.recipe.name,
+                "ml.recipe": recipe.name,
                 "ml.source_run_id": trained.run_id,
                 "ml.model_version": str(trained.model_version),
                 "ml.app_env": settings.env,
@@ -408,8 +364,8 @@ def _log_scoring_run(
         )
         mlflow.log_params(
             {
-                "input_relation": relation,
-                "output_relation": output,
+                "input_relation": target.relation,
+                "output_relation": target.output,
                 **{f"context.{k}": str(v) for k, v in context.items()},
             }
         )
@@ -423,7 +379,7 @@ def _log_scoring_run(
         mlflow.log_dict(
             {"threshold": 0.2, "features": drift, "drifted": drifted}, "drift/drift_report.json"
         )
-        return run.info.run_id
+        return str(run.info.run_id)
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -10,40 +10,13 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.errors import ConfigError, RunNotFoundError, TrackingError, one_line
+from ml.errors import TrackingError, one_line
 
 HTTP_TIMEOUT_SECONDS = "10"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What to serve: a training run, or a registered model (latest, @alias or /version)."""
-
-    run_id: str | None = None
-    name: str | None = None
-    alias_or_version: str | None = None
-
-    @classmethod
-    def parse(cls, run_id: str | None, model: str | None) -> ModelRef:
-        if bool(run_id) == bool(model):
-            raise ConfigError("give exactly one of --run-id ID or --model NAME[@ALIAS]")
-        if run_id:
-            return cls(run_id=run_id)
-        assert model is not None
-        for sep in ("@", "/"):
-            if sep in model:
-                name, _, ref = model.partition(sep)
-                if not name or not ref:
-                    raise ConfigError(
-                        f"--model '{model}': expected NAME, NAME@ALIAS or NAME/VERSION"
-                    )
-                return cls(name=name, alias_or_version=ref)
-        return cls(name=model)
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -120,48 +93,13 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 
 def git_commit(root: Path) -> str:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        command = ["git", "-C", str(root), "rev-parse", "HEAD"]  # noqa: S607 - git on PATH
+        out = subprocess.run(  # noqa: S603 - a fixed command, no shell
+            command, capture_output=True, text=True, timeout=5
         )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-
-
-def resolve_model_version(name: str, alias_or_version: str | None) -> Any:
-    """`name`, `name@alias` or `name/version` -> the registry's ModelVersion."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    try:
-        if alias_or_version is None:
-            versions = client.search_model_versions(f"name = '{_quote(name)}'")
-            if not versions:
-                raise RunNotFoundError(f"model '{name}' has no registered versions")
-            return max(versions, key=lambda v: int(v.version))
-        if alias_or_version.isdigit():
-            return client.get_model_version(name, alias_or_version)
-        return client.get_model_version_by_alias(name, alias_or_version)
-    except MlflowException as exc:
-        ref = f"{name}@{alias_or_version}" if alias_or_version else name
-        raise RunNotFoundError(
-            f"model '{ref}' not found in the registry ({one_line(exc, 300)})"
-        ) from None
-
-
-def get_run(run_id: str) -> Any:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return MlflowClient().get_run(run_id)
-    except MlflowException:
-        raise RunNotFoundError(f"run '{run_id}' not found in the tracking store") from None
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
 
 
 def _redact(uri: str) -> str:

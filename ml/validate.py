@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ml.config import Settings
 from ml.dbt import DbtProject
@@ -16,9 +16,8 @@ def validate_recipe(
 ) -> dict[str, Any]:
     recipe = load_recipe(recipe_path)
     given = parse_context_params(context_params)
-    contexts = {
-        phase: resolve_context(recipe, given, phase, required=False) for phase in ("train", "score")
-    }  # type: ignore[arg-type]
+    phases: tuple[Literal["train", "score"], ...] = ("train", "score")
+    contexts = {phase: resolve_context(recipe, given, phase, required=False) for phase in phases}
     p = plan(recipe, str(recipe_path), DbtProject(settings))
     return {
         "recipe": recipe.name,

@@ -18,7 +18,8 @@ def scored_champion(warehouse_env, trained_x_learner):
     """The upcoming campaign scored once with the champion (idempotent): rows to keep intact."""
     with mock.patch.dict(os.environ, warehouse_env):
         from ml.config import load_settings
-        from ml.score import ModelRef, score
+        from ml.registry import ModelRef
+        from ml.score import score
 
         return score(
             load_settings(root=ROOT),
@@ -37,12 +38,14 @@ def pristine_warehouse(warehouse_env, scored_champion, tmp_path_factory) -> Path
 @pytest.fixture(scope="session")
 def served_champion(warehouse_env, trained_x_learner):
     """(settings, ref, target, model): the champion's run resolved and loaded as `ml serve`
-    does, for TestClient apps built with `create_app(settings, ref, model=..., target=...)`."""
+    does, for TestClient apps built with `create_app(settings, target, model=...)`."""
     with mock.patch.dict(os.environ, warehouse_env):
+        from ml import registry
         from ml.config import load_settings
-        from ml.serve import ModelRef, load, resolve
+        from ml.registry import ModelRef
+        from ml.serving.run import resolve
 
         settings = load_settings(root=ROOT)
         ref = ModelRef(run_id=trained_x_learner.run_id)
         target = resolve(settings, ref)
-        return settings, ref, target, load(target)
+        return settings, ref, target, registry.load_pyfunc(target)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from ml.model import ScoringModel
+from ml.registry import ModelRef
 from ml.score import score
-from ml.tracking import ModelRef
 
 
 def score_crashing_on_third_batch(

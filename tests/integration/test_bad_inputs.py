@@ -228,7 +228,7 @@ CASES = [
         r"model\.class_path: 'xgboost\.NoSuchModel' is not a class in module xgboost",
         *TRAIN, setup=recipe("conversion_xgb", "model.class_path", "xgboost.NoSuchModel")),
     cli("recipe", "class-not-an-estimator", 2,
-        r"model\.class_path: 'subprocess\.Popen' is not an estimator \(it has no fit method\)",
+        r"model\.class_path: 'subprocess\.Popen' is not in the allowed modules \(xgboost, econml, sklearn\)",
         *TRAIN, setup=recipe("conversion_xgb", "model", {"class_path": "subprocess.Popen", "params": {"args": ["true"]}})),
     cli("recipe", "param-not-accepted", 2,
         r"model\.params\.cate_modelz: XLearner does not accept parameter 'cate_modelz'",
@@ -411,15 +411,15 @@ def apps(served_champion):
     from fastapi.testclient import TestClient
     from threadpoolctl import threadpool_limits
 
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     settings, ref, target, model = served_champion
     limits = {"token_env": "ML_CATALOGUE_TOKEN", "max_records": 5, "max_body_bytes": 4096}
     strict = settings.model_copy(update={"serving": settings.serving.model_copy(update=limits)})
     with mock.patch.dict(os.environ, {"ML_CATALOGUE_TOKEN": TOKEN}):
         built = {
-            "open": create_app(settings, ref, model=model, target=target),
-            "strict": create_app(strict, ref, model=model, target=target),
+            "open": create_app(settings, target, model=model),
+            "strict": create_app(strict, target, model=model),
         }
     # the lifespan limits this process to one BLAS/OpenMP thread: undo that on the way out
     with (

@@ -95,7 +95,8 @@ def _run_cycle(env: dict[str, str]) -> dict:
     from ml.config import load_settings
     from ml.dbt import DbtProject
     from ml.demo import load_demo_data
-    from ml.score import ModelRef, score
+    from ml.registry import ModelRef
+    from ml.score import score
     from ml.train import train
 
     with _client(env) as client:  # the emulator's home for query results
@@ -200,7 +201,8 @@ def test_campaign_targets_built_on_the_scores(prod_cycle: dict) -> None:
 def test_rescoring_is_idempotent_and_leaves_no_staging_tables(
     prod_cycle: dict, bq_env: dict[str, str]
 ) -> None:
-    from ml.score import ModelRef, score
+    from ml.registry import ModelRef
+    from ml.score import score
 
     trained = prod_cycle["trained"]
     count = f"select count(*) as n, max(scored_at) as at from `{SCORES}` where run_id = @r"

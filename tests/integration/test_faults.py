@@ -80,7 +80,8 @@ def test_kill_9_while_scoring_leaves_the_previous_scores(
     copy, warehouse_env, ml_env, trained_x_learner, monkeypatch
 ) -> None:
     from ml.config import load_settings
-    from ml.score import ModelRef, score
+    from ml.registry import ModelRef
+    from ml.score import score
 
     run_id = trained_x_learner.run_id
     before = contents(copy)
@@ -153,7 +154,7 @@ def test_kill_9_while_training_registers_nothing(
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("ML_DUCKDB_PATH", str(copy))
     result = CliRunner().invoke(main, ["score", "--run-id", runs[0].info.run_id])
-    assert result.exit_code == 7
+    assert result.exit_code == 6  # RunStateError, as `ml serve` says it
     assert one_line_error(result).endswith(
         f"run '{runs[0].info.run_id}' is not a finished training run (status {runs[0].info.status})"
     )

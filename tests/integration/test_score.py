@@ -18,9 +18,11 @@ from click.testing import CliRunner
 from faults import score_crashing_on_third_batch  # tests/integration/faults.py
 from warehouse_snapshots import snapshot as _snapshot  # tests/integration/warehouse_snapshots.py
 
+from ml import registry
 from ml.cli import main
 from ml.errors import ContractError
-from ml.score import ModelRef, load_trained, score
+from ml.registry import ModelRef
+from ml.score import score
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "predictions.xgboost_x_learner"
@@ -96,7 +98,7 @@ def test_batch_scores_equal_the_unified_pyfunc(scored, trained_x_learner, ml_env
             [trained_x_learner.run_id, UPCOMING],
         ).df()
     model = mlflow.pyfunc.load_model(f"models:/xgboost_x_learner/{trained_x_learner.model_version}")
-    trained = load_trained(ModelRef(run_id=trained_x_learner.run_id))
+    trained = registry.load_trained(registry.resolve(ModelRef(run_id=trained_x_learner.run_id)))
     # the pyfunc signature takes numeric features as doubles and categories as strings
     features = pd.DataFrame(
         {
@@ -169,7 +171,9 @@ def test_score_cli_json_and_scoring_run(scored, trained_x_learner, ml_env) -> No
     psi = {k: v for k, v in run.data.metrics.items() if k.startswith("psi.")}
     assert set(psi) == {
         f"psi.{f}"
-        for f in load_trained(ModelRef(run_id=trained_x_learner.run_id)).model.schema.features
+        for f in registry.load_trained(
+            registry.resolve(ModelRef(run_id=trained_x_learner.run_id))
+        ).model.schema.features
     }
     report = mlflow.artifacts.load_dict(f"runs:/{payload['score_run_id']}/drift/drift_report.json")
     assert report["threshold"] == 0.2 and set(report["drifted"]) == {

@@ -82,10 +82,10 @@ def client(served_champion):
     from fastapi.testclient import TestClient
     from threadpoolctl import threadpool_limits
 
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     settings, ref, target, model = served_champion
-    app = create_app(settings, ref, model=model, target=target)
+    app = create_app(settings, target, model=model)
     with threadpool_limits(limits=None), TestClient(app) as c:  # restore this process's threads
         yield c
 
@@ -246,7 +246,8 @@ def test_a_model_that_is_not_an_estimator_is_never_built(ml_env, tmp_path) -> No
         result = CliRunner().invoke(main, [command, "--recipe", str(path)])
         assert result.exit_code == 2, result.output
         assert one_line_error(result).endswith(
-            "model.class_path: 'subprocess.Popen' is not an estimator (it has no fit method)"
+            "model.class_path: 'subprocess.Popen' is not in the allowed modules (xgboost, econml, "
+            "sklearn); add its module prefix to estimators.allowed_modules in config/base.yaml"
         )
     assert not marker.exists()
 
@@ -260,7 +261,7 @@ def test_api_token_is_compared_in_constant_time(served_champion, record, monkeyp
     from fastapi.testclient import TestClient
     from threadpoolctl import threadpool_limits
 
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     settings, ref, target, model = served_champion
     strict = settings.model_copy(
@@ -276,7 +277,7 @@ def test_api_token_is_compared_in_constant_time(served_champion, record, monkeyp
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     wrong = ["", "x", API_TOKEN[:-1], API_TOKEN[:-1] + "X", API_TOKEN + "x", "x" * 10_000]
-    app = create_app(strict, ref, model=model, target=target)
+    app = create_app(strict, target, model=model)
     with threadpool_limits(limits=None), TestClient(app) as c:
         for token in wrong:
             response = c.get("/metadata", headers={"Authorization": f"Bearer {token}"})

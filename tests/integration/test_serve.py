@@ -375,10 +375,12 @@ def test_serving_imports_no_training_code(warehouse_env, trained_x_learner) -> N
     code = (
         "import sys\n"
         "from ml.config import load_settings\n"
-        "from ml.serve import ModelRef, create_app, load, resolve\n"
+        "from ml.registry import ModelRef, load_pyfunc\n"
+        "from ml.serving.app import create_app\n"
+        "from ml.serving.run import resolve\n"
         "settings, ref = load_settings(), ModelRef(run_id=sys.argv[1])\n"
         "target = resolve(settings, ref)\n"
-        "create_app(settings, ref, model=load(target), target=target)\n"
+        "create_app(settings, target, model=load_pyfunc(target))\n"
         "print(sorted(m for m in sys.modules if m in {"
         "'ml.train', 'ml.evaluate', 'ml.plots', 'ml.dataset', 'ml.metrics', 'ml.score'}))\n"
     )
@@ -432,7 +434,8 @@ def test_bad_model_reference(ml_env, trained_x_learner, args, code, text) -> Non
 
 @pytest.fixture
 def app_parts(settings, trained_x_learner, reassembled):
-    from ml.serve import ModelRef, resolve
+    from ml.registry import ModelRef
+    from ml.serving.run import resolve
 
     ref = ModelRef(run_id=trained_x_learner.run_id)
     return ref, resolve(settings, ref)
@@ -441,10 +444,10 @@ def app_parts(settings, trained_x_learner, reassembled):
 def test_not_ready_until_the_model_loads(settings, app_parts, record) -> None:
     from fastapi.testclient import TestClient
 
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     ref, target = app_parts
-    app = create_app(settings, ref, target=target)
+    app = create_app(settings, target)
     client = TestClient(app)  # no `with`: the lifespan (which loads the model) has not run
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 503
@@ -459,7 +462,7 @@ def test_non_finite_score_is_422_naming_the_record(settings, app_parts, reassemb
     from fastapi.testclient import TestClient
 
     from ml.model import ScoringModel
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     class Broken:
         def effect(self, X):
@@ -469,7 +472,7 @@ def test_non_finite_score_is_422_naming_the_record(settings, app_parts, reassemb
 
     broken = ScoringModel(reassembled.schema, reassembled.preprocessor, Broken())
     ref, target = app_parts
-    with TestClient(create_app(settings, ref, model=broken, target=target)) as client:
+    with TestClient(create_app(settings, target, model=broken)) as client:
         response = client.post("/predict", json={"records": [record, record]})
     assert response.status_code == 422
     assert response.json() == {"error": "records[1]: the model produced a non-finite score (nan)"}

@@ -534,16 +534,34 @@ def test_all_rows_in_control(warehouse_copy, fresh_store: str) -> None:
     _assert_nothing_registered(fresh_store, error)
 
 
-def test_estimator_fails_to_fit(fresh_store: str, root: Path, tmp_path: Path) -> None:
+def test_a_value_xgboost_refuses_is_refused_before_fitting(
+    fresh_store: str, root: Path, tmp_path: Path
+) -> None:
     recipe = yaml.safe_load((root / X_LEARNER).read_text())
     recipe["model"]["params"]["models"]["params"]["max_depth"] = -3
     path = tmp_path / "bad_depth.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
 
     result = _train_cli("--recipe", str(path))
-    error = _assert_one_line_error(
-        result, 7, str(path), "XLearner failed to fit", "max_depth", "-3"
-    )
+    _assert_one_line_error(result, 2, str(path), "max_depth", "-3")
+    assert "fitting" not in result.stderr
+    client = _client(fresh_store)  # refused before the run: no run, no model
+    assert client.search_registered_models() == []
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_estimator_fails_to_fit(fresh_store: str, root: Path, tmp_path: Path) -> None:
+    # each value is valid alone; scikit-learn refuses the combination only when it fits
+    recipe = yaml.safe_load((root / X_LEARNER).read_text())
+    recipe["model"]["params"]["propensity_model"] = {
+        "class_path": "sklearn.linear_model.LogisticRegression",
+        "params": {"penalty": "l1", "solver": "newton-cg"},
+    }
+    path = tmp_path / "bad_solver.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+    result = _train_cli("--recipe", str(path))
+    error = _assert_one_line_error(result, 7, str(path), "XLearner failed to fit", "l1")
     _assert_nothing_registered(fresh_store, error)
 
 

@@ -149,8 +149,8 @@ CASES = [
         "estimator-module-missing",
         "conversion_xgb",
         "model.class_path",
-        "nosuchpkg.Model",
-        r"model.class_path: cannot import 'nosuchpkg.Model' \(No module named 'nosuchpkg'\)",
+        "xgboost.nosuchsub.Model",
+        r"model.class_path: cannot import 'xgboost.nosuchsub.Model' \(No module named 'xgboost.nosuchsub'\)",
     ),
     (
         "param-not-accepted",

@@ -9,8 +9,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from ml.duckdb_slices import DuckDBSliceWriter
 from ml.errors import WarehouseError
+from ml.warehouse.duckdb.write import DuckDBSliceWriter
 
 WHEN = dt.datetime(2026, 11, 24, 8, 0, 0)
 
@@ -78,6 +78,7 @@ def test_view_has_the_score_columns_in_order(con) -> None:
     )
     assert kinds == {
         "uplift": "VIEW",
+        "uplift__current": "VIEW",
         "_uplift__scores": "BASE TABLE",
         "_uplift__slices": "BASE TABLE",
     }
@@ -113,7 +114,7 @@ def test_readers_see_the_old_rows_until_the_swap(con) -> None:
 
 
 def test_a_failed_write_leaves_the_previous_rows_and_no_trace(con, monkeypatch) -> None:
-    monkeypatch.setattr("ml.duckdb_slices.COMMIT_ROWS", 10)  # part committed, part open
+    monkeypatch.setattr("ml.warehouse.duckdb.write.COMMIT_ROWS", 10)  # part committed, part open
     _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
     before = _rows(con)
     with pytest.raises(RuntimeError, match="boom"):
@@ -130,7 +131,9 @@ def test_a_failed_write_leaves_the_previous_rows_and_no_trace(con, monkeypatch) 
 def test_a_killed_writer_is_invisible_and_cleared_by_the_next_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ml.duckdb_slices.COMMIT_ROWS", 10)  # commit as it goes, like 10M rows
+    monkeypatch.setattr(
+        "ml.warehouse.duckdb.write.COMMIT_ROWS", 10
+    )  # commit as it goes, like 10M rows
     path = str(tmp_path / "warehouse.duckdb")
     with duckdb.connect(path) as con:
         _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
@@ -181,3 +184,38 @@ def test_different_columns_are_refused_in_one_line(con) -> None:
     assert "predictions._uplift__scores: existing columns" in message
     assert "drop or rename" in message
     assert len(_rows(con)) == 3
+
+
+def test_current_view_has_the_slice_written_last_per_context(con) -> None:
+    _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
+    _write(con, "c2", "r1", [_batch(range(2), "c2", 0.2)])
+    _write(con, "c1", "r2", [_batch(range(4), "c1", 0.3)])  # another run, same context
+
+    def current(campaign: str) -> set[tuple]:
+        return set(
+            con.execute(
+                "select customer_id, score, run_id from predictions.uplift__current "
+                "where campaign_id = ?",
+                [campaign],
+            ).fetchall()
+        )
+
+    assert len(_rows(con, "campaign_id = 'c1'")) == 7  # the history keeps both runs' slices
+    assert current("c1") == {(i, 0.3, "r2") for i in range(4)}
+    assert current("c2") == {(i, 0.2, "r1") for i in range(2)}
+    _write(con, "c1", "r1", [_batch(range(1), "c1", 0.9)])  # re-scoring r1 makes it the latest
+    assert current("c1") == {(0, 0.9, "r1")}
+
+
+def test_current_view_keeps_the_old_slice_while_a_new_one_fails(con) -> None:
+    _write(con, "c1", "r1", [_batch(range(3), "c1", 0.1)])
+    with (
+        pytest.raises(RuntimeError),
+        DuckDBSliceWriter(
+            con, "predictions", "uplift", {"campaign_id": "c1", "run_id": "r2"}, _constants("r2")
+        ) as w,
+    ):
+        w.write(_batch(range(5), "c1", 0.7))
+        raise RuntimeError("killed mid-write")
+    rows = con.execute("select score from predictions.uplift__current").fetchall()
+    assert rows == [(0.1,)] * 3

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ml.config import load_settings
-from ml.dbt import Relation
-from ml.warehouse import Warehouse, declared_kind
+from ml.errors import ConfigError
+from ml.kinds import declared_kind
+from ml.warehouse import BACKENDS, Relation, connect
+from ml.warehouse.duckdb.sql import select
 
 
-def test_filters_are_bound_parameters_never_sql_text(root: Path) -> None:
-    wh = Warehouse(load_settings(root=root))
+def test_filters_are_bound_parameters_never_sql_text() -> None:
     value = "cmp'; drop table predictions.xgboost_x_learner; --"
-    sql, params = wh._select(
+    sql, params = select(
         Relation("warehouse", "analytics_loaders", "score_uplift"),
         ["customer_id"],
         {"campaign_id": value},
@@ -28,3 +31,21 @@ def test_contract_types_map_to_kinds() -> None:
         for t in ("int64", "BIGINT", "double", "float64", "string", "varchar(20)", "bool", "date")
     ] == ["int", "int", "float", "float", "string", "string", "bool", "date"]
     assert declared_kind("geography") is None
+
+
+def test_the_backend_comes_from_the_table_and_connects_lazily(root: Path) -> None:
+    settings = load_settings(root=root)
+    wh = connect(settings)
+    module, _, name = BACKENDS["duckdb"].partition(":")
+    assert type(wh).__module__ == module and type(wh).__name__ == name
+    # nothing opened yet: the DuckDB file is opened on first use
+    assert wh._connection.raw is None  # type: ignore[attr-defined]
+
+
+def test_an_unknown_backend_is_one_config_error(root: Path) -> None:
+    settings = load_settings(root=root)
+    odd = settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"type": "snowflake"})}
+    )
+    with pytest.raises(ConfigError, match="warehouse.type: 'snowflake' is not supported"):
+        connect(odd)

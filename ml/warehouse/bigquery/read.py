@@ -10,30 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ml.bigquery import quote_ident, table_ref, where_sql
 from ml.errors import WarehouseError, one_line
+from ml.kinds import arrow_type, type_name_kind
+from ml.warehouse.base import KeyStats
+from ml.warehouse.bigquery.sql import quote_ident, table_ref, where_sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ml.bigquery import BigQuery
-    from ml.dbt import Relation
-
-# BigQuery column type -> the logical kinds the contract checks compare (see ml.warehouse.KINDS).
-_KIND = {
-    "INTEGER": "int",
-    "INT64": "int",
-    "FLOAT": "float",
-    "FLOAT64": "float",
-    "NUMERIC": "decimal",
-    "BIGNUMERIC": "decimal",
-    "STRING": "string",
-    "BOOLEAN": "bool",
-    "BOOL": "bool",
-    "DATE": "date",
-    "TIMESTAMP": "timestamp",
-    "DATETIME": "timestamp",
-}
+    from ml.warehouse.base import Relation
+    from ml.warehouse.bigquery.connection import BigQuery
 
 
 def column_kinds(bq: BigQuery, relation: Relation) -> dict[str, str]:
@@ -46,7 +32,7 @@ def column_kinds(bq: BigQuery, relation: Relation) -> dict[str, str]:
         raise WarehouseError(f"relation {relation} does not exist") from None
     except Exception as exc:  # noqa: BLE001
         raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
-    return {f.name: _KIND.get(f.field_type.upper(), f.field_type.lower()) for f in table.schema}
+    return {f.name: type_name_kind(f.field_type) for f in table.schema}
 
 
 def _select(
@@ -68,7 +54,7 @@ def read_batches(
     else a parameterized query whose result table is read the same way."""
     try:
         if filters:
-            job = bq._query(*_select(bq, relation, columns, filters))
+            job = bq.query(*_select(bq, relation, columns, filters))
             dest = job.destination
             source = f"{dest.project}.{dest.dataset_id}.{dest.table_id}"
             yield from _read_table(bq, source, None, columns, batch_size, job)
@@ -104,9 +90,10 @@ def _read_table(
     """A table (or a query's result table) through the Storage Read API, else REST pages."""
     storage = bq.storage()
     if storage is not None:
-        stream = _storage_batches(bq, storage, table_id, fields)
+        batches = _storage_batches(bq, storage, table_id, fields)
+        stream: Iterator[pa.RecordBatch] | None = batches
         try:
-            first = next(stream, None)
+            first = next(batches, None)
         except _api_errors():  # e.g. an emulator that serves tables but not query results
             first, stream = None, None  # nothing was yielded yet: REST reads it whole
         if stream is not None:
@@ -158,7 +145,7 @@ def _storage_batches(
 
 def key_stats(
     bq: BigQuery, relation: Relation, keys: list[str], filters: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> KeyStats:
     """Rows, null keys and distinct keys of a filtered relation, computed in BigQuery."""
     where, params = where_sql(filters, "f")
     key_cols = ", ".join(quote_ident(k) for k in keys)
@@ -174,15 +161,15 @@ def key_stats(
         f"{', ' if nulls else ''}{nulls}"
     )
     try:
-        job = bq._query(sql, params)
+        job = bq.query(sql, params)
         row = next(iter(job.result(retry=bq.retry, timeout=bq.timeout)))
     except Exception as exc:  # noqa: BLE001
         raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
-    return {
-        "rows": int(row["n_rows"] or 0),
-        "nulls": {k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
-        "distinct": int(row["n_distinct"] or 0),
-    }
+    return KeyStats(
+        rows=int(row["n_rows"] or 0),
+        nulls={k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
+        distinct=int(row["n_distinct"] or 0),
+    )
 
 
 def _api_errors() -> tuple[type[BaseException], ...]:
@@ -194,14 +181,8 @@ def _api_errors() -> tuple[type[BaseException], ...]:
 
 
 def _arrow_type(field: Any) -> Any:
+    """A BigQuery field's Arrow type as BigQuery reads return it (timestamps in UTC)."""
     import pyarrow as pa
 
-    return {
-        "int": pa.int64(),
-        "float": pa.float64(),
-        "string": pa.string(),
-        "bool": pa.bool_(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "decimal": pa.decimal128(38, 9),
-    }.get(_KIND.get(field.field_type.upper(), ""), pa.string())
+    kind = type_name_kind(field.field_type)
+    return pa.timestamp("us", tz="UTC") if kind == "timestamp" else arrow_type(kind)

@@ -1,20 +1,13 @@
-"""The BigQuery side of the warehouse: clients for one project, and the SQL pieces every query
-shares.
+"""BigQuery clients for one project: REST and the Storage Read API, with credentials.
 
-ibis compiles filter values into the SQL text, so queries here are built with quoted identifiers
-and typed query parameters (`ScalarQueryParameter`), never pasted values. The clients honour a
-custom endpoint (an emulator or a private endpoint) for REST and for the Storage Read API, and
-every call carries the configured timeout, so a missing endpoint fails instead of hanging.
-Reads live in `ml.bigquery_read`, writes in `ml.bigquery_write`; `BigQuery` is the one object
-the warehouse talks to.
+The clients honour a custom endpoint (an emulator or a private endpoint) for REST and for the
+Storage Read API, and every call carries the configured timeout, so a missing endpoint fails
+instead of hanging.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import ipaddress
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -22,10 +15,7 @@ from ml.config import BigQuerySettings
 from ml.errors import ConfigError, WarehouseError, one_line
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from ml.bigquery_write import BigQuerySliceWriter
-    from ml.dbt import Relation
+    from ml.warehouse.base import Relation
 
 
 class BigQuery:
@@ -119,19 +109,6 @@ class BigQuery:
                 self._storage = bigquery_storage_v1.BigQueryReadClient(credentials=self.credentials)
         return self._storage
 
-    def ibis_connection(self) -> Any:
-        """An ibis BigQuery backend on the same clients (for ad-hoc expressions)."""
-        import ibis
-
-        return ibis.bigquery.connect(
-            client=self.client,
-            storage_client=self.storage(),
-            credentials=self.credentials,
-            project_id=self.project,
-            dataset_id=self.settings.dataset,
-            location=self.settings.location,
-        )
-
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -159,117 +136,14 @@ class BigQuery:
         except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials
             raise WarehouseError(f"BigQuery: cannot look up {relation} ({one_line(exc)})") from None
 
-    def _query(self, sql: str, params: list[Any]) -> Any:
+    def query(self, sql: str, params: list[Any]) -> Any:
+        """Run a parameterized query to completion; returns the finished job."""
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(query_parameters=params, use_legacy_sql=False)
         job = self.client.query(sql, job_config=config, retry=self.retry, timeout=self.timeout)
         job.result(retry=self.retry, timeout=self.timeout)
         return job
-
-    # -- reading (ml.bigquery_read) ----------------------------------------------------------
-    def columns(self, relation: Relation) -> dict[str, str]:
-        from ml.bigquery_read import column_kinds
-
-        return column_kinds(self, relation)
-
-    def read_batches(
-        self,
-        relation: Relation,
-        columns: list[str],
-        filters: Mapping[str, Any],
-        batch_size: int,
-    ) -> Iterator[pa.RecordBatch]:
-        from ml.bigquery_read import read_batches
-
-        return read_batches(self, relation, columns, filters, batch_size)
-
-    def read_arrow(
-        self, relation: Relation, columns: list[str], filters: Mapping[str, Any]
-    ) -> pa.Table:
-        from ml.bigquery_read import read_arrow
-
-        return read_arrow(self, relation, columns, filters)
-
-    def key_stats(
-        self, relation: Relation, keys: list[str], filters: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        from ml.bigquery_read import key_stats
-
-        return key_stats(self, relation, keys, filters)
-
-    # -- writing (ml.bigquery_write) ---------------------------------------------------------
-    def replace_tables(self, dataset: str, tables: Mapping[str, pa.Table]) -> None:
-        from ml.bigquery_write import replace_tables
-
-        replace_tables(self, dataset, tables)
-
-    def slice_writer(
-        self,
-        dataset: str,
-        name: str,
-        slice_: Mapping[str, Any],
-        constants: Mapping[str, tuple[Any, Any]],
-    ) -> BigQuerySliceWriter:
-        from ml.bigquery_write import BigQuerySliceWriter
-
-        return BigQuerySliceWriter(self, dataset, name, slice_, constants)
-
-
-# -- SQL building: identifiers quoted and validated, values always as typed parameters ---------
-def checked_ident(name: str) -> str:
-    if not name or any(ch in name for ch in "`\\\n\r\x00"):
-        raise ConfigError(f"invalid BigQuery identifier {name!r}")
-    return name
-
-
-def quote_ident(name: str) -> str:
-    return f"`{checked_ident(name)}`"
-
-
-def table_ref(table_id: str) -> str:
-    return ".".join(quote_ident(part) for part in table_id.split("."))
-
-
-def where_sql(
-    filters: Mapping[str, Any], prefix: str, alias: str | None = None
-) -> tuple[str, list]:
-    terms, params = [], []
-    for i, (column, value) in enumerate(filters.items()):
-        name = f"{prefix}{i}"
-        col = f"{alias}.{quote_ident(column)}" if alias else quote_ident(column)
-        terms.append(f"{col} = @{name}")
-        params.append(query_parameter(name, value, column))
-    return (" and ".join(terms) or "true"), params
-
-
-def query_parameter(name: str, value: Any, column: str = "") -> Any:
-    """A typed BigQuery query parameter for a filter value."""
-    from google.cloud import bigquery
-
-    if value is None:
-        raise ConfigError(f"filter on column '{column}': a value is required, got null")
-    if isinstance(value, bool):
-        kind = "BOOL"
-    elif isinstance(value, int):
-        kind = "INT64"
-    elif isinstance(value, float):
-        kind = "FLOAT64"
-    elif isinstance(value, decimal.Decimal):
-        kind = "NUMERIC"
-    elif isinstance(value, dt.datetime):
-        kind = "TIMESTAMP"
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)  # naive means UTC, as in the score tables
-    elif isinstance(value, dt.date):
-        kind = "DATE"
-    elif isinstance(value, str):
-        kind = "STRING"
-    else:
-        raise ConfigError(
-            f"filter on column '{column}': unsupported value type {type(value).__name__}"
-        )
-    return bigquery.ScalarQueryParameter(name, kind, value)
 
 
 # -- credentials -----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Writes never stream: rows go to a local Parquet file and one load job puts it into BigQuery.
 A slice of a score table is loaded into a staging table that expires by itself, and one MERGE
-replaces the slice, so rows appear all at once or not at all.
+replaces the slice, so rows appear all at once or not at all. The view `<name>__current` shows,
+per context, the slice scored last.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml.bigquery import checked_ident, quote_ident, table_ref, where_sql
 from ml.errors import ConfigError, WarehouseError, one_line
+from ml.warehouse.bigquery.sql import checked_ident, quote_ident, table_ref, where_sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ml.bigquery import BigQuery
+    from ml.warehouse.bigquery.connection import BigQuery
 
+CURRENT_SUFFIX = "__current"  # `<name>__current`: the latest slice per context
 STAGING_TTL = dt.timedelta(hours=6)  # a staging table left by a killed process expires by itself
 
 
@@ -115,7 +117,8 @@ class BigQuerySliceWriter:
             names.append(column)
         table = _bigquery_ready(pa.Table.from_arrays(columns, names=names))
         if self._writer is None:
-            assert self._tmp is not None
+            if self._tmp is None:
+                raise WarehouseError(f"{self.dataset}.{self.name}: write() outside `with`")
             self._schema = table.schema
             self._writer = pq.ParquetWriter(Path(self._tmp) / "scores.parquet", table.schema)
         self._writer.write_table(table.cast(self._schema))
@@ -159,7 +162,8 @@ class BigQuerySliceWriter:
                         f"{self.dataset}.{self.name}: the load job staged {loaded} rows, expected "
                         f"{self.rows}; nothing was replaced"
                     )
-                bq._query(*self._merge(staging, names))
+                bq.query(*self._merge(staging, names))
+                bq.query(self._current_view(), [])
             finally:
                 bq.client.delete_table(
                     staging, not_found_ok=True, retry=bq.retry, timeout=bq.timeout
@@ -170,6 +174,17 @@ class BigQuerySliceWriter:
             raise WarehouseError(
                 f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
             ) from None
+
+    def _current_view(self) -> str:
+        """`<name>__current`: per context, the slice scored last (then the highest run id)."""
+        context = ", ".join(quote_ident(c) for c in self.slice if c != "run_id")
+        partition = f"partition by {context} " if context else ""
+        current = f"{self.table_id}{CURRENT_SUFFIX}"
+        return (
+            f"create or replace view {table_ref(current)} as select * except (_ml_rank) from ("
+            f"select *, rank() over ({partition}order by `scored_at` desc, `run_id` desc) "
+            f"as _ml_rank from {table_ref(self.table_id)}) where _ml_rank = 1"
+        )
 
     def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
         """ON FALSE matches nothing: the slice's old rows are 'not matched by source' and go,

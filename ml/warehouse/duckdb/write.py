@@ -1,5 +1,5 @@
-"""Score tables on DuckDB: a view over narrow slices, so a slice is replaced atomically without
-holding it in one large transaction.
+"""Writes to DuckDB: whole tables in one transaction, and score tables as a view over narrow
+slices, so a slice is replaced atomically without holding it in one large transaction.
 
 `<schema>.<name>`, the relation users and dbt read, is a view over two tables:
 - `_<name>__scores`: one row per scored entity: `slice_id`, the entity keys, `score`;
@@ -15,6 +15,9 @@ deleted afterwards. A write that fails deletes its own rows; one that was killed
 `writing` slice that the next write to the table removes (writers hold the warehouse lock, so
 no other writer can be running). Tables written by an older layout (one table holding every
 column) are converted on the first write.
+
+`<schema>.<name>__current` is a view of the same rows restricted to the slice written last for
+each context: the scores analysts mean when they ask for "the" scores of a campaign.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ml.errors import WarehouseError, one_line
-from ml.warehouse import quote_ident as q
+from ml.errors import ConfigError, WarehouseError, one_line
+from ml.warehouse.duckdb.sql import marks as _marks
+from ml.warehouse.duckdb.sql import quote_ident as q
 
 LIVE, WRITING, REPLACED = "live", "writing", "replaced"
+CURRENT_SUFFIX = "__current"  # `<name>__current`: the latest slice per context
 # Rows appended per transaction while a slice is written: large enough that commits cost
 # little, small enough that the open transaction's rows (held in memory) stay a few MB.
 COMMIT_ROWS = 1_000_000
@@ -48,6 +53,7 @@ class DuckDBSliceWriter:
         self.schema, self.name, self.slice = schema, name, dict(slice_)
         self.constants = dict(constants)
         self.view = f"{q(schema)}.{q(name)}"
+        self.current = f"{q(schema)}.{q(name + CURRENT_SUFFIX)}"
         self.scores = f"{q(schema)}.{q(f'_{name}__scores')}"
         self.slices = f"{q(schema)}.{q(f'_{name}__slices')}"
         self.rows = 0
@@ -200,11 +206,20 @@ class DuckDBSliceWriter:
             )
 
     def _create_view(self, view_cols: list[str], meta_names: set[str]) -> None:
+        """`<name>`: every live slice (one per context and run); `<name>__current`: per context,
+        the slice written last (slice ids only grow)."""
         select = ", ".join(f"m.{q(c)}" if c in meta_names else f"s.{q(c)}" for c in view_cols)
+        joined = (
+            f"select {select} from {self.scores} s join {self.slices} m "
+            f"on s.slice_id = m.slice_id where m.state = '{LIVE}'"
+        )
+        self._con.execute(f"create or replace view {self.view} as {joined}")
+        context = [c for c in self.slice if c != "run_id"]
+        same = "".join(f" and latest.{q(c)} is not distinct from m.{q(c)}" for c in context)
         self._con.execute(
-            f"create or replace view {self.view} as select {select} "
-            f"from {self.scores} s join {self.slices} m on s.slice_id = m.slice_id "
-            f"where m.state = '{LIVE}'"
+            f"create or replace view {self.current} as {joined} and m.slice_id = ("
+            f"select max(latest.slice_id) from {self.slices} latest "
+            f"where latest.state = '{LIVE}'{same})"
         )
 
     def _clear_leftovers(self) -> None:
@@ -240,5 +255,20 @@ class DuckDBSliceWriter:
         self._create_view(view_cols, set(meta))
 
 
-def _marks(items: list[Any]) -> str:
-    return ", ".join("?" for _ in items)
+def replace_tables(con: Any, schema: str, tables: Mapping[str, pa.Table]) -> None:
+    """Create or replace whole tables in one transaction (the raw demo data)."""
+    con.execute(f"create schema if not exists {q(schema)}")
+    con.execute("begin transaction")
+    try:
+        for name, table in tables.items():
+            con.register("_ml_incoming", table)
+            con.execute(
+                f"create or replace table {q(schema)}.{q(name)} as select * from _ml_incoming"
+            )
+            con.unregister("_ml_incoming")
+        con.execute("commit")
+    except Exception as exc:  # noqa: BLE001 - duckdb.Error and its many subclasses
+        con.execute("rollback")
+        if isinstance(exc, ConfigError):
+            raise
+        raise WarehouseError(f"writing to schema {schema} failed: {one_line(exc)}") from None

@@ -49,7 +49,7 @@ _FEATURE_TYPES: dict[str, Any] = {
 }
 
 
-_EXAMPLE = {"int": 0, "float": 0.0, "decimal": 0.0, "bool": False, "string": ""}
+_EXAMPLE: dict[str, Any] = {"int": 0, "float": 0.0, "decimal": 0.0, "bool": False, "string": ""}
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
     it), strict types, unknown fields refused. Attribute names are positional so any column name
     works; the JSON names are the aliases."""
     fields: dict[str, Any] = {}
-    features, keys = [], []
+    features: list[tuple[str, str]] = []
+    keys: list[tuple[str, str]] = []
     for i, (name, kind) in enumerate(schema.features.items()):
         if kind not in _FEATURE_TYPES:
             raise ContractError(f"training schema: feature {name}: unknown kind '{kind}'")
@@ -77,8 +78,8 @@ def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
         about = "entity key (optional), echoed back with the score"
         fields[f"k{i}"] = (StrictInt | StrictStr | None, Field(None, alias=name, description=about))
         keys.append((name, f"k{i}"))
-    example = {
-        name: (schema.categories.get(name) or [_EXAMPLE[kind]])[0]
+    example: dict[str, Any] = {
+        name: schema.categories[name][0] if schema.categories.get(name) else _EXAMPLE[kind]
         for name, kind in schema.features.items()
     }
     record = create_model(
@@ -93,11 +94,10 @@ def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
         __config__=ConfigDict(extra="forbid"),
         records=(list[record], Field(min_length=1, max_length=max_records)),  # type: ignore[valid-type]
     )
-    prediction = create_model(
-        "Prediction",
-        score=(float, ...),
-        **{attr: (int | str | None, Field(None, alias=key)) for key, attr in keys},
-    )
+    key_fields: dict[str, Any] = {
+        attr: (int | str | None, Field(None, alias=key)) for key, attr in keys
+    }
+    prediction = create_model("Prediction", score=(float, ...), **key_fields)
     response = create_model(
         "PredictResponse",
         model_name=(str, ...),

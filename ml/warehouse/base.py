@@ -1,0 +1,102 @@
+"""What every warehouse backend provides: the `Warehouse` and `SliceWriter` protocols.
+
+Services talk to these only; `ml.warehouse.connect` picks the implementation from the settings'
+`warehouse.type`. Filters are column -> value mappings whose values reach SQL as bound
+parameters, never as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Filters = Mapping[str, Any]
+# column -> (value, Arrow type): columns with one value for a whole slice
+Constants = Mapping[str, tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table or view as dbt names it: `database.schema.name` (database optional)."""
+
+    database: str | None
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return ".".join(p for p in (self.database, self.schema, self.name) if p)
+
+
+@dataclass(frozen=True)
+class KeyStats:
+    """Rows, null keys and distinct keys of a filtered relation, computed in the warehouse."""
+
+    rows: int
+    nulls: dict[str, int]
+    distinct: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.distinct
+
+
+class SliceWriter(Protocol):
+    """Replaces the rows of one slice (context + training run) of a score table atomically:
+    readers see the old rows until the context exits cleanly, then the new ones, never a mix;
+    an exception leaves the old rows."""
+
+    rows: int
+
+    def __enter__(self) -> SliceWriter: ...
+
+    def write(self, batch: pa.Table | pa.RecordBatch) -> None: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Warehouse(Protocol):
+    """A live connection to one warehouse."""
+
+    def open(self) -> Warehouse:
+        """Connect now rather than on first use (take the file lock, build the client)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Warehouse: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def exists(self, relation: Relation) -> bool: ...
+
+    def columns(self, relation: Relation) -> dict[str, str]:
+        """Column name -> kind (ml.kinds), in table order."""
+        ...
+
+    def read_arrow(self, relation: Relation, columns: list[str], filters: Filters) -> pa.Table: ...
+
+    def read_batches(
+        self, relation: Relation, columns: list[str], filters: Filters, batch_size: int
+    ) -> Iterator[pa.RecordBatch]: ...
+
+    def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats: ...
+
+    def slice_writer(
+        self, schema: str, name: str, slice_: Filters, constants: Constants
+    ) -> SliceWriter:
+        """A writer replacing the rows of `<schema>.<name>` that match `slice_`."""
+        ...
+
+    def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
+        """Create or replace whole tables (the raw demo data)."""
+        ...

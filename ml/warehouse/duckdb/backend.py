@@ -1,0 +1,72 @@
+"""The DuckDB warehouse: one local file, opened under a file lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ml.config import Settings
+from ml.errors import ConfigError
+from ml.warehouse.base import Constants, Filters, KeyStats
+from ml.warehouse.duckdb import read, write
+from ml.warehouse.duckdb.connection import Connection
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.warehouse.base import Relation
+
+
+class DuckDBWarehouse:
+    """Implements `ml.warehouse.base.Warehouse` on the file `warehouse.duckdb.path`."""
+
+    def __init__(self, settings: Settings) -> None:
+        duck = settings.warehouse.duckdb
+        if duck is None:
+            raise ConfigError("config: warehouse.duckdb: required when warehouse.type is duckdb")
+        self._connection = Connection(settings.path(duck.path), duck)
+
+    @property
+    def con(self) -> Any:
+        """The raw DuckDB connection, opened on first use."""
+        if self._connection.raw is None:
+            self._connection.open()
+        return self._connection.raw
+
+    def open(self) -> DuckDBWarehouse:
+        _ = self.con
+        return self
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> DuckDBWarehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exists(self, relation: Relation) -> bool:
+        return read.exists(self.con, relation)
+
+    def columns(self, relation: Relation) -> dict[str, str]:
+        return read.column_kinds(self.con, relation)
+
+    def read_arrow(self, relation: Relation, columns: list[str], filters: Filters) -> pa.Table:
+        return read.read_arrow(self.con, relation, columns, filters)
+
+    def read_batches(
+        self, relation: Relation, columns: list[str], filters: Filters, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        return read.read_batches(self.con, relation, columns, filters, batch_size)
+
+    def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
+        return read.key_stats(self.con, relation, keys, filters)
+
+    def slice_writer(
+        self, schema: str, name: str, slice_: Filters, constants: Constants
+    ) -> write.DuckDBSliceWriter:
+        return write.DuckDBSliceWriter(self.con, schema, name, slice_, constants)
+
+    def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
+        write.replace_tables(self.con, schema, tables)

@@ -1,0 +1,95 @@
+"""Reads from DuckDB into Arrow: column kinds, filtered batches and key statistics.
+
+Every query is SQL written here with quoted identifiers and `?` parameters: context values are
+bound by the driver, never part of the SQL text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ml.errors import WarehouseError, one_line
+from ml.kinds import type_name_kind
+from ml.warehouse.base import Filters, KeyStats
+from ml.warehouse.duckdb.sql import quote_ident, select
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.warehouse.base import Relation
+
+
+def _catalog_filter(relation: Relation) -> tuple[str, list[str]]:
+    where = "table_schema = ? and table_name = ?"
+    params = [relation.schema, relation.name]
+    if relation.database:
+        where += " and table_catalog = ?"
+        params.append(relation.database)
+    return where, params
+
+
+def exists(con: Any, relation: Relation) -> bool:
+    where, params = _catalog_filter(relation)
+    row = (
+        con.cursor()
+        .execute(f"select count(*) from information_schema.tables where {where}", params)
+        .fetchone()
+    )
+    return bool(row and row[0])
+
+
+def column_kinds(con: Any, relation: Relation) -> dict[str, str]:
+    """Column name -> kind, in table order."""
+    where, params = _catalog_filter(relation)
+    rows = (
+        con.cursor()
+        .execute(
+            f"select column_name, data_type from information_schema.columns where {where} "
+            "order by ordinal_position",
+            params,
+        )
+        .fetchall()
+    )
+    if not rows:
+        raise WarehouseError(f"relation {relation} does not exist")
+    return {name: type_name_kind(data_type) for name, data_type in rows}
+
+
+def read_arrow(con: Any, relation: Relation, columns: list[str], filters: Filters) -> pa.Table:
+    sql, params = select(relation, columns, dict(filters))
+    try:
+        return con.cursor().execute(sql, params).to_arrow_table()
+    except Exception as exc:  # noqa: BLE001 - duckdb.Error and its many subclasses
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+
+
+def read_batches(
+    con: Any, relation: Relation, columns: list[str], filters: Filters, batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    sql, params = select(relation, columns, dict(filters))
+    cursor = con.cursor()  # held by this generator while it streams
+    try:
+        reader = cursor.execute(sql, params).to_arrow_reader(batch_size)
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+    yield from reader
+
+
+def key_stats(con: Any, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
+    population, params = select(relation, keys, dict(filters))
+    key_list = ", ".join(quote_ident(k) for k in keys)
+    nulls = "".join(f", count(*) - count({quote_ident(k)})" for k in keys)
+    sql = (
+        f"with population as ({population}) select count(*){nulls}, "
+        f"(select count(*) from (select distinct {key_list} from population)) from population"
+    )
+    try:
+        row = con.cursor().execute(sql, params).fetchone()
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+    return KeyStats(
+        rows=int(row[0] or 0),
+        nulls={k: int(row[1 + i] or 0) for i, k in enumerate(keys)},
+        distinct=int(row[-1] or 0),
+    )
