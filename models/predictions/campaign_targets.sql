@@ -5,33 +5,10 @@
 
 {{ config(tags=['predictions']) }}
 
-with source as (
+with latest_scores as (
 
-    select * from {{ source('predictions', 'xgboost_x_learner') }}
-
-),
-
-latest_scoring as (
-
-    -- one scoring per campaign: the most recent
-    select
-        campaign_id,
-        max(scored_at) as scored_at
-
-    from source
-    group by campaign_id
-
-),
-
-latest_scores as (
-
-    select source.*
-
-    from source
-    inner join latest_scoring
-        on
-            source.campaign_id = latest_scoring.campaign_id
-            and source.scored_at = latest_scoring.scored_at
+    -- the current scores: per campaign, the slice `ml score` wrote last
+    select * from {{ source('predictions', 'xgboost_x_learner__current') }}
 
 ),
 
