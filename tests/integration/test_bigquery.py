@@ -214,7 +214,12 @@ def test_rescoring_is_idempotent_and_leaves_no_staging_tables(
     assert after["at"] >= before["at"]
     with _client(bq_env) as client:
         tables = [t.table_id for t in client.list_tables(f"{PROJECT}.predictions", timeout=30)]
-    assert tables == ["xgboost_x_learner"]
+    assert tables == ["xgboost_x_learner", "xgboost_x_learner__current"]  # no staging left
+    current = _rows(
+        bq_env,
+        f"select count(*) as n, min(run_id) as lo, max(run_id) as hi from `{SCORES}__current`",
+    )[0]
+    assert current["n"] == again.rows and current["lo"] == current["hi"] == trained.run_id
 
 
 def test_a_crash_while_scoring_leaves_the_previous_scores(
@@ -266,11 +271,11 @@ def test_reads_fall_back_to_rest_without_the_storage_api(
         via_rest.column("customer_id").to_pylist()
     )
     assert set(filtered.column("campaign_id").to_pylist()) == {UPCOMING}
-    assert stats == {
-        "rows": filtered.num_rows,
-        "nulls": {"customer_id": 0},
-        "distinct": filtered.num_rows,
-    }
+    assert (stats.rows, stats.nulls, stats.distinct) == (
+        filtered.num_rows,
+        {"customer_id": 0},
+        filtered.num_rows,
+    )
 
 
 def test_dbt_compile_prod_is_clean_without_credentials(tmp_path: Path) -> None:
