@@ -7,8 +7,9 @@ Endpoints: POST /predict, GET /health (liveness, never authenticated), GET /read
 /docs. Records carry the features, plus optionally the recipe's entity keys, which are echoed
 back next to each score. Refusals: 400 (a body that is not UTF-8), 401 (bearer token, when
 serving.token_env is set), 413 (body over serving.max_body_bytes), 415 (not application/json),
-422 (FastAPI's field-level body for invalid records, including ints beyond 2**53 and floats
-beyond float32's range; `{"error"}` naming the record for a value the model cannot take or a
+422 (FastAPI's field-level `detail` for invalid records, including ints beyond 2**53 and
+floats beyond float32's range, cut to the first few errors with short inputs plus
+`error_count`, see `body`; `{"error"}` naming the record for a value the model cannot take or a
 non-finite score), 503 (model not loaded yet); MLErrors map to their http_status as
 `{"error": message}`. uvicorn's access log is off (a log line costs more than a request).
 """
@@ -23,7 +24,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -32,8 +32,9 @@ from ml.config import Settings
 from ml.errors import ContractError, MLError
 from ml.model import ScoringModel, TrainingSchema
 from ml.registry import ResolvedModel
+from ml.serving.body import MAX_ERRORS, checked_body_route, invalid
 from ml.serving.guard import Guard, api_token
-from ml.serving.schema import Schemas, build_schemas, json_safe, score_records
+from ml.serving.schema import Schemas, build_schemas, score_records
 
 
 def create_app(
@@ -84,8 +85,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own body, minus what JSON cannot carry (a NaN echoed back as the input)
-        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        return invalid(exc.errors())
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -142,7 +142,8 @@ def _add_predict_route(
         return Response(payload, media_type="application/json")
 
     predict.__annotations__ = {"body": schemas.request, "return": Response}
-    app.add_api_route(
+    record_fields = frozenset(name for name, _ in [*schemas.features, *schemas.keys])
+    app.router.add_api_route(
         "/predict",
         predict,
         methods=["POST"],
@@ -152,8 +153,12 @@ def _add_predict_route(
             401: {"description": "Missing or wrong bearer token"},
             413: {"description": f"Body over {settings.serving.max_body_bytes} bytes"},
             415: {"description": "Content-Type is not application/json"},
-            422: {"description": "Invalid records, or a non-finite score"},
+            422: {
+                "description": f"Invalid records (the first {MAX_ERRORS} errors, and "
+                "error_count), or a non-finite score"
+            },
         },
+        route_class_override=checked_body_route(record_fields),
     )
 
 

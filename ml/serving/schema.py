@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ml.errors import ContractError
+from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX
 from ml.model import ScoringModel, TrainingSchema, predict_matrix
 
 
@@ -37,8 +38,8 @@ def _whole(value: Any) -> Any:
 # Bounds live in the schema, so /docs and clients see them. Numbers reach the model as float64
 # and then float32: ints beyond 2**53 would be silently rounded, floats beyond float32's range
 # would be infinite.
-_INT_MAX = 2**53 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT_MAX = INT_EXACT_MAX
+_FLOAT32_MAX = FLOAT32_MAX
 _FLOAT = Annotated[float, Field(allow_inf_nan=False, ge=-_FLOAT32_MAX, le=_FLOAT32_MAX)] | None
 _FEATURE_TYPES: dict[str, Any] = {
     "int": Annotated[int, Field(ge=-_INT_MAX, le=_INT_MAX), BeforeValidator(_whole)] | None,
@@ -124,15 +125,3 @@ def score_records(scoring: ScoringModel, schemas: Schemas, records: list[Any]) -
         if not math.isfinite(s):
             raise ContractError(f"records[{i}]: the model produced a non-finite score ({s})")
     return scores
-
-
-def json_safe(value: Any) -> Any:
-    """A validation error's details with what JSON cannot carry (a NaN echoed back as the
-    input) spelled out as a string."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value

@@ -81,3 +81,28 @@ def start_server(args: list[str], env: dict[str, str], log_dir: Path) -> Server:
         time.sleep(0.2)
     server.stop()
     raise AssertionError(f"ml serve not ready within {START_TIMEOUT}s:\n{log.read_text()}")
+
+
+def _processes() -> list[tuple[int, list[str], bytes]]:
+    """(pid, the /proc stat fields after the command name, command line) of live processes:
+    fields[0] is the state, [1] the parent pid, [3] the session."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # a zombie has exited; only its parent's wait is missing
+            out.append((int(stat.parent.name), fields, cmdline))
+    return out
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The uvicorn worker processes (multiprocessing spawns) of `parent`."""
+    return [p for p, f, cmd in _processes() if int(f[1]) == parent and b"spawn_main" in cmd]
+
+
+def session_pids(session: int) -> list[int]:
+    """Every live process in `session`: a server from start_server leads its own."""
+    return [p for p, f, _ in _processes() if int(f[3]) == session]
