@@ -15,18 +15,42 @@ import click
 
 from ml.errors import MLError
 
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not the user's input
+INTERRUPTED_EXIT = 130
+
 
 class _Group(click.Group):
-    """Turns every MLError into one `Error: ...` line and its exit code (traceback with --debug)."""
+    """Turns every MLError into one `Error: ...` line and its exit code (traceback with --debug).
+
+    The last line of defence: anything else that escapes a command is still one line (each
+    such line is a bug to give its own message); Ctrl-C is one line too."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        def debug() -> bool:  # known once the group's own options are parsed
+            return bool(ctx.obj and ctx.obj.get("debug"))
+
         try:
             return super().invoke(ctx)
         except MLError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-            click.echo(f"Error: {exc.message}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(debug(), exc.message, exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail(debug(), "interrupted", INTERRUPTED_EXIT)
+        except Exception as exc:  # noqa: BLE001 - the CLI never shows a user a traceback
+            text = " ".join(str(exc).split())[:200]
+            _fail(
+                debug(),
+                f"internal error: {type(exc).__name__}: {text}; rerun with --debug for the traceback",
+                INTERNAL_ERROR_EXIT,
+            )
+
+
+def _fail(debug: bool, message: str, code: int) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,11 +180,12 @@ def train(
 ) -> None:
     """Train a recipe on its dbt model, log it to MLflow and register it."""
     from ml.progress import Steps
+    from ml.registry import check_alias
     from ml.train import train as run_train
 
     settings = _settings(ctx)
-    if alias is not None and not alias.replace("_", "").replace("-", "").isalnum():
-        raise click.BadParameter("expected letters, digits, '-' or '_'", param_hint="--alias")
+    if alias is not None:
+        check_alias(alias)
     if not as_json:
         click.echo(
             f"Training {recipe_path} (env {settings.env}, dbt target {settings.dbt.target})",
@@ -268,10 +293,16 @@ def serve(
     "--customers",
     default=50_000,
     show_default=True,
-    type=click.IntRange(min=100),
-    help="Number of customers.",
+    type=click.IntRange(min=100, max=2_000_000),
+    help="Number of customers (~18 orders each are generated in memory).",
 )
-@click.option("--seed", default=7, show_default=True, type=int, help="Generator seed.")
+@click.option(
+    "--seed",
+    default=7,
+    show_default=True,
+    type=click.IntRange(min=0, max=2**32 - 1),
+    help="Generator seed.",
+)
 @click.pass_context
 def demo_data(ctx: click.Context, customers: int, seed: int) -> None:
     """Generate the demo marketing warehouse and load it as the raw tables dbt reads."""

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ml.errors import ContractError
+from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,6 +26,38 @@ def check_columns(live: Mapping[str, str], expected: Mapping[str, str], relation
             raise ContractError(
                 f"{relation}: column '{column}' is {live[column]}, expected {kind} (the dbt model changed? rebuild it or retrain)"
             )
+
+
+def check_feature_values(table: pa.Table, kinds: Mapping[str, str], relation: str) -> None:
+    """Every numeric feature value is null or one the model takes the same way everywhere:
+    finite, within float32's range, an int exactly representable (ml.kinds). The API refuses
+    the same values with a 422, so a row gets the same verdict in training, batch and online."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name, kind in kinds.items():
+        if kind not in ("int", "float", "decimal"):
+            continue
+        column = table.column(name)
+        if kind == "int":
+            wide = pc.or_(pc.greater(column, INT_EXACT_MAX), pc.less(column, -INT_EXACT_MAX))
+            _refuse(
+                relation, name, pc.sum(wide).as_py(), f"beyond +/-{INT_EXACT_MAX:,} (2**53 - 1)"
+            )
+            continue
+        values = pc.cast(column, pa.float64())
+        _refuse(relation, name, pc.sum(pc.is_nan(values)).as_py(), "NaN")
+        _refuse(relation, name, pc.sum(pc.is_inf(values)).as_py(), "infinite")
+        big = pc.and_(pc.is_finite(values), pc.greater(pc.abs(values), FLOAT32_MAX))
+        _refuse(relation, name, pc.sum(big).as_py(), "beyond float32's range (+/-3.4e38)")
+
+
+def _refuse(relation: str, column: str, count: int | None, what: str) -> None:
+    if count:
+        raise ContractError(
+            f"{relation}: feature column '{column}' has {count} {what} value(s); a feature must "
+            "be null (imputed) or a finite number the model can take"
+        )
 
 
 def check_keys(table: pa.Table, keys: list[str], relation: str) -> None:

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 Kind = Literal["int", "float", "string", "bool", "date", "timestamp", "decimal"]
 KINDS: tuple[str, ...] = ("int", "float", "string", "bool", "date", "timestamp", "decimal")
 FEATURE_KINDS = frozenset({"int", "float", "bool", "string", "decimal"})
+
+# What a numeric feature value may be, in training, batch scoring and the API alike: the model
+# sees float32, so a float must be finite and within float32's range, and an int exactly
+# representable as a double (|n| <= 2**53 - 1). Null is fine: the preprocessor imputes it.
+FLOAT32_MAX = 3.4028234663852886e38
+INT_EXACT_MAX = 2**53 - 1
 NUMERIC_KINDS = frozenset({"int", "float", "bool", "decimal"})
 
 # dbt contract types and the names DuckDB and BigQuery report (lower-cased, without arguments)

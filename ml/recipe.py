@@ -23,6 +23,7 @@ Apply = Literal["filter", "var"]
 _FILTER_ONLY: list[Apply] = ["filter"]
 _PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+_TEMPLATE = re.compile(r"\{[{%#]")
 MAX_CONTEXT_PARAMS_CHARS = 64 * 1024
 
 
@@ -114,7 +115,15 @@ class Recipe(_Strict):
     model: ClassSpec
     split: SplitSpec = SplitSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
-    seed: int = 42
+    # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_derived_name(cls, value: str) -> str:
+        if value.endswith("__current"):  # `<name>__current` is another recipe's current scores
+            raise ValueError("must not end in '__current' (that suffix names the current scores)")
+        return value
 
     @field_validator("context")
     @classmethod
@@ -232,4 +241,10 @@ def resolve_context(
             resolved[name] = coerce_context_value(param, value)
         except ValueError as exc:
             raise ConfigError(f"{label}: {name}: {exc}") from None
+        if "var" in param.apply and isinstance(value, str) and _TEMPLATE.search(value):
+            # dbt renders what it is given as Jinja: a value must stay a value
+            raise ConfigError(
+                f"{label}: {name}: template syntax ({{{{, {{% or {{#) is not allowed in a value "
+                f"passed to dbt as a var (got {elide(repr(value), 60)})"
+            )
     return resolved

@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import pickle
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from ml.errors import (
     ArtifactError,
     ConfigError,
     ContractError,
+    MLError,
     RunNotFoundError,
     RunStateError,
+    TrackingError,
     one_line,
 )
 from ml.model import ScoringModel, TrainingSchema
@@ -352,18 +355,50 @@ def log_model(artifacts: ModelArtifacts) -> str:
     return str(info.model_uri)
 
 
-def register(name: str, run_id: str, model_uri: str, alias: str | None) -> str:
-    """A new version of `name` from the run's logged model (and the alias moved to it)."""
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)  # MLflow's own references
+ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_alias(alias: str) -> str:
+    """An alias MLflow can store and resolve back to the version it names."""
+    if not ALIAS.match(alias):
+        raise ConfigError(f"--alias {alias[:70]!r}: expected 1 to 64 letters, digits, '-' or '_'")
+    if RESERVED_ALIAS.match(alias):
+        raise ConfigError(
+            f"--alias '{alias}': reserved by MLflow ('latest' and v<number> name versions)"
+        )
+    return alias
+
+
+def register_finished(name: str, run_id: str, model_uri: str, alias: str | None) -> str:
+    """A new version of `name` from a FINISHED run's logged model, the alias moved to it.
+
+    If anything fails, the version is deleted again and the run marked FAILED, so no version
+    ever points at a run that is not a finished training run."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own banner
-        mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
     client = MlflowClient()
-    client.set_model_version_tag(name, mv.version, "run_id", run_id)
-    if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
-    return str(mv.version)
+    version: str | None = None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own banner
+            mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+        version = str(mv.version)
+        client.set_model_version_tag(name, version, "run_id", run_id)
+        if alias:
+            client.set_registered_model_alias(name, alias, version)
+        return version
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            if version is not None:
+                client.delete_model_version(name, version)
+            client.set_tag(run_id, "ml.error", f"registration failed: {one_line(exc, 400)}")
+            client.set_terminated(run_id, "FAILED")
+        if isinstance(exc, Exception) and not isinstance(exc, MLError):
+            raise TrackingError(
+                f"registering {name} failed: {one_line(exc, 300)}; the run is marked FAILED"
+            ) from None
+        raise
 
 
 def _place(root: Path, rel: str) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml import contract, registry
+from ml.build import build_for_context
 from ml.config import Settings
 from ml.dbt import DbtProject
 from ml.errors import ContractError, TrainingError, WarehouseError
@@ -149,9 +150,7 @@ def _target(
     with steps.step("checking the recipe against the dbt project"):
         p = plan(recipe, f"run {trained.run_id}: recipe", project)
     if build:
-        dbt_vars = {n: v for n, v in context.items() if "var" in recipe.context[n].apply}
-        with steps.step(f"dbt build --select +{p.score_model.name}"):
-            project.build(f"+{p.score_model.name}", vars=dbt_vars)
+        build_for_context(settings, project, p, p.score_model, context, steps)
     filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
     return Target(p, context, filters, settings.predictions.schema_name)
 
@@ -192,7 +191,14 @@ def _write_scores(
     )
     with wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer:
         _pipeline(
-            batches, trained.model, schema, target.filters, drift, writer.write, total, on_batch
+            batches,
+            trained.model,
+            target,
+            schema,
+            drift,
+            writer.write,
+            total,
+            on_batch,
         )
     return writer.rows
 
@@ -235,8 +241,8 @@ def _check_population(
 def _pipeline(
     batches: Iterator[Any],
     model: ScoringModel,
+    target: Target,
     schema: TrainingSchema,
-    filters: dict[str, Any],
     drift: DriftAccumulator | None,
     write: Callable[[Any], None],
     total: int,
@@ -272,6 +278,7 @@ def _pipeline(
             if failure:
                 break
             table = pa.Table.from_batches([batch])
+            contract.check_feature_values(table, schema.features, target.relation)
             cols = feature_columns(table, list(schema.features))
             scores = model.predict_columns(cols)
             if not np.all(np.isfinite(scores)):
@@ -282,7 +289,7 @@ def _pipeline(
                 drift.add(cols)
             # copies: a zero-copy slice would keep the whole input batch alive after the write
             rows = np.arange(table.num_rows)
-            out = {k: table.column(k).take(rows) for k in (*schema.entity_keys, *filters)}
+            out = {k: table.column(k).take(rows) for k in (*schema.entity_keys, *target.filters)}
             out["score"] = pa.array(scores, pa.float64())
             write_q.put(pa.table(out))
     finally:

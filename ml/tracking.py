@@ -6,10 +6,11 @@ relative paths in config are resolved against the root, not the current director
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,17 @@ from ml.errors import TrackingError, one_line
 HTTP_TIMEOUT_SECONDS = "10"
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+TRACKING = "mlflow.tracking_uri (MLFLOW_TRACKING_URI)"
+ARTIFACTS = "mlflow.artifact_location (ML_ARTIFACT_LOCATION)"
+
+
 def tracking_uri(settings: Settings) -> str:
     uri = settings.mlflow.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = settings.path(uri.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("sqlite:///"):
+        raw = uri.removeprefix("sqlite:///")
+        path = Path(raw) if uri.startswith("sqlite:////") else settings.path(raw)
+        _check_sqlite_store(path)
         return f"sqlite:///{path}"
     if "://" not in uri:
         return settings.path(uri).as_uri()
@@ -37,6 +44,41 @@ def artifact_root(settings: Settings) -> str | None:
     if "://" in loc:
         return loc.rstrip("/")
     return settings.path(loc).as_uri()
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """The store's file is an SQLite database (or not there yet) in a folder ml can write."""
+    _writable_folder(path.parent, TRACKING)
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise TrackingError(f"{TRACKING}: {path} is not a regular file")
+    with open(path, "rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        raise TrackingError(
+            f"{TRACKING}: {path} is not an SQLite database (the MLflow store must be one, "
+            "or a tracking server's URL)"
+        )
+
+
+def _check_artifact_folder(settings: Settings) -> None:
+    loc = settings.mlflow.artifact_location
+    if loc and "://" not in loc:
+        _writable_folder(settings.path(loc), ARTIFACTS)
+
+
+def _writable_folder(folder: Path, setting: str) -> None:
+    """Create the folder if needed and prove a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ml-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TrackingError(
+            f"{setting}: cannot write in {folder} ({exc.strerror or one_line(exc)})"
+        ) from None
 
 
 def configure(settings: Settings) -> Any:
@@ -53,16 +95,48 @@ def configure(settings: Settings) -> Any:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(settings)
+    _check_artifact_folder(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(settings.mlflow.registry_uri or uri)
-    client = MlflowClient()
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any backend failure means unreachable
-        raise TrackingError(
-            f"MLflow tracking store {_redact(uri)} is unreachable: {one_line(exc, 300)}"
-        ) from None
+    # A new SQLite store creates its tables on first use; two processes doing that at once
+    # collide, so the first use is serialized on a lock beside the file.
+    with _first_use_lock(uri):
+        try:
+            client = MlflowClient()
+            client.search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any backend failure means unreachable
+            raise TrackingError(
+                f"MLflow tracking store {_redact(uri)} is unreachable: {one_line(exc, 300)}"
+            ) from None
     return client
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str, timeout: float = 120.0) -> Iterator[None]:
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    import time
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    with open(path.with_name(path.name + ".lock"), "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TrackingError(
+                        f"{TRACKING}: {path} is being set up by another process for over "
+                        f"{timeout:g}s; retry when it has finished"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def experiment_id(settings: Settings, name: str) -> str:
@@ -72,8 +146,18 @@ def experiment_id(settings: Settings, name: str) -> str:
     exp = mlflow.get_experiment_by_name(full)
     if exp is not None:
         return exp.experiment_id
+    from mlflow.exceptions import MlflowException
+
     root = artifact_root(settings)
-    return mlflow.create_experiment(full, artifact_location=f"{root}/{full}" if root else None)
+    try:
+        return str(
+            mlflow.create_experiment(full, artifact_location=f"{root}/{full}" if root else None)
+        )
+    except MlflowException:
+        exp = mlflow.get_experiment_by_name(full)  # another process created it meanwhile
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml import contract, registry
+from ml.build import build_for_context, dbt_vars
 from ml.config import Settings, dump_yaml
 from ml.dbt import DbtProject
 from ml.errors import MLError, TrainingError, WarehouseError, one_line
@@ -70,6 +71,8 @@ def train(
     steps: Steps | None = None,
 ) -> TrainResult:
     steps = steps or Steps(enabled=False)
+    if alias is not None:
+        registry.check_alias(alias)
     recipe = load_recipe(recipe_path)
     given = (
         context_params if isinstance(context_params, dict) else parse_context_params(context_params)
@@ -83,12 +86,8 @@ def train(
     project = DbtProject(settings)
     with steps.step("checking the recipe against the dbt project"):
         p = plan(recipe, str(recipe_path), project)
-    dbt_vars = {
-        name: value for name, value in context.items() if "var" in recipe.context[name].apply
-    }
     if build:
-        with steps.step(f"dbt build --select +{p.train_model.name}"):
-            project.build(f"+{p.train_model.name}", vars=dbt_vars)
+        build_for_context(settings, project, p, p.train_model, context, steps)
 
     import mlflow
 
@@ -97,16 +96,21 @@ def train(
         mlflow.set_tags(_tags(settings, p, context, tracking.git_commit(settings.root)))
         mlflow.log_params(tracking.flatten(recipe.model_dump(mode="json")))
         try:
-            result = _train_in_run(settings, project, p, context, dbt_vars, steps)
-            with steps.step(f"registering {recipe.name}"):
-                version = registry.register(recipe.name, run.info.run_id, result.model_uri, alias)
-        except MLError as exc:
-            mlflow.set_tag("ml.error", exc.message)
+            result = _train_in_run(settings, project, p, context, dbt_vars(p, context), steps)
+        except BaseException as exc:
+            mlflow.set_tag("ml.error", _error_text(exc))
             raise
-        except Exception as exc:
-            mlflow.set_tag("ml.error", one_line(exc, 500))
-            raise
+    # The registry changes last, and only for a FINISHED run: killed before this line, the
+    # run is not FINISHED and nothing was registered; a failed registration fails the run.
+    with steps.step(f"registering {recipe.name}"):
+        version = registry.register_finished(recipe.name, run.info.run_id, result.model_uri, alias)
     return TrainResult(run.info.run_id, recipe.name, version, result.metrics, alias, result.rows)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, MLError):
+        return exc.message
+    return one_line(exc, 500) or type(exc).__name__
 
 
 def _train_in_run(
@@ -184,6 +188,7 @@ def _check_contract(table: pa.Table, p: Plan, context: dict[str, Any]) -> None:
     contract.check_not_empty(table, relation, context)
     contract.check_keys(table, d.entity_keys, relation)
     contract.check_target(table, d.target, p.task, relation)
+    contract.check_feature_values(table, _kinds(p), relation)
     if d.treatment:
         contract.check_treatment(table, d.treatment, relation)
 

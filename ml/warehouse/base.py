@@ -91,6 +91,10 @@ class Warehouse(Protocol):
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats: ...
 
+    def count_query_rows(self, sql: str, filters: Filters) -> int:
+        """Rows a query returns, filtered (the compiled SQL of a dbt model, before building it)."""
+        ...
+
     def slice_writer(
         self, schema: str, name: str, slice_: Filters, constants: Constants
     ) -> SliceWriter:

@@ -153,6 +153,29 @@ def unreachable_store(bench: Bench) -> None:
     bench.env(MLFLOW_TRACKING_URI="http://127.0.0.1:9/")  # the discard port: nothing listens
 
 
+def store_file(name: str, content: bytes | None) -> Setup:
+    """MLFLOW_TRACKING_URI at tmp/<name>: a file with `content`, or a folder when None."""
+
+    def setup(bench: Bench) -> None:
+        bench.state_store = os.environ["MLFLOW_TRACKING_URI"]
+        path = bench.tmp / name
+        if name.startswith("plain-file/"):
+            (bench.tmp / "plain-file").write_bytes(b"")
+        elif content is None:
+            path.mkdir(parents=True)
+        else:
+            path.write_bytes(content)
+        bench.env(MLFLOW_TRACKING_URI=f"sqlite:///{path}")
+
+    return setup
+
+
+def artifacts_under_a_file(bench: Bench) -> None:
+    bench.env(**bench.train_store)
+    (bench.tmp / "plain-file").write_bytes(b"")
+    bench.env(ML_ARTIFACT_LOCATION=str(bench.tmp / "plain-file" / "artifacts"))
+
+
 def data(sql: str, *, training: bool = False) -> Setup:
     return lambda bench: bench.warehouse(sql, training=training)
 
@@ -193,6 +216,8 @@ CASES = [
     # -- recipes ------------------------------------------------------------------------------
     cli("recipe", "file-missing", 2, r"^Error: recipes/nope\.yaml: file not found$",
         "train", "--recipe", "recipes/nope.yaml"),
+    cli("recipe", "not-a-regular-file", 2, r"^Error: /dev/null: not a regular file \(it is a character device\)$",
+        "validate", "--recipe", "/dev/null"),
     cli("recipe", "empty-file", 2, r"bad\.yaml: the file is empty \(expected a recipe mapping\)$",
         *TRAIN, setup=recipe_text("")),
     cli("recipe", "top-level-list", 2, r"bad\.yaml: expected a mapping at the top level, got list$",
@@ -233,6 +258,17 @@ CASES = [
     cli("recipe", "param-not-accepted", 2,
         r"model\.params\.cate_modelz: XLearner does not accept parameter 'cate_modelz'",
         *VALIDATE, setup=recipe(RECIPE, "model.params.cate_modelz", {"class_path": "xgboost.XGBRegressor"})),
+    cli("recipe", "seed-out-of-range", 2, r"bad\.yaml: seed: input should be less than or equal to 4294967295",
+        *VALIDATE, setup=recipe(RECIPE, "seed", 2**40)),
+    cli("recipe", "name-with-reserved-suffix", 2, r"bad\.yaml: name: must not end in '__current'",
+        *VALIDATE, setup=recipe(RECIPE, "name", "uplift__current")),
+    cli("recipe", "nested-class-not-allowed", 2,
+        r"model\.params\.models\.class_path: 'os\.system' is not in the allowed modules",
+        *TRAIN, setup=recipe(RECIPE, "model.params.models", {"class_path": "os.system", "params": {}})),
+    cli("recipe", "xgboost-param-misspelt", 2, r"max_dept.*did you mean 'max_depth'",
+        *VALIDATE, setup=recipe("conversion_xgb", "model.params.max_dept", 4)),
+    cli("recipe", "int-beyond-32-bits", 2, r"model\.params\.n_estimators: 1099511627776 is outside the 32-bit integer range",
+        *VALIDATE, setup=recipe("conversion_xgb", "model.params.n_estimators", 2**40)),
     cli("recipe", "context-default-wrong-type", 2,
         r"context\.campaign_id\.default: expected a string, got int 202609",
         *VALIDATE, setup=recipe(RECIPE, "context.campaign_id.default", 202609)),
@@ -251,6 +287,25 @@ CASES = [
         *SCORE_CHAMPION, setup=env(ML_DUCKDB_LOCK_TIMEOUT="-1")),
     cli("config", "project-dir-without-config", 2, r"ML_PROJECT_DIR=/nonexistent: no config/base\.yaml there",
         *SCORE_CHAMPION, setup=env(ML_PROJECT_DIR="/nonexistent")),
+    cli("config", "memory-limit-syntax", 2,
+        r"warehouse\.duckdb\.memory_limit.*ML_DUCKDB_MEMORY_LIMIT",
+        *SCORE_CHAMPION, setup=env(ML_DUCKDB_MEMORY_LIMIT="lots")),
+    cli("config", "env-is-base", 2, r"^Error: APP_ENV 'base' is not an overlay \(config/base\.yaml is always loaded first\)",
+        "--env", "base", *SCORE_CHAMPION),
+    cli("config", "unterminated-variable", 2, r"config/dev\.yaml: .*\$\{ML_NOT_CLOSED",
+        *SCORE_CHAMPION, setup=config_file("dev.yaml", "warehouse:\n  duckdb:\n    path: ${ML_NOT_CLOSED\n")),
+    cli("config", "tracking-store-not-sqlite", 5,
+        r"^Error: mlflow\.tracking_uri \(MLFLOW_TRACKING_URI\): .*store\.db is not an SQLite database",
+        *SCORE_CHAMPION, setup=store_file("store.db", b"not a database at all\n" * 10)),
+    cli("config", "tracking-store-is-a-folder", 5,
+        r"^Error: mlflow\.tracking_uri \(MLFLOW_TRACKING_URI\): .*store\.db is not a regular file",
+        *SCORE_CHAMPION, setup=store_file("store.db", None)),
+    cli("config", "tracking-store-parent-is-a-file", 5,
+        r"^Error: mlflow\.tracking_uri \(MLFLOW_TRACKING_URI\): cannot write in .*plain-file",
+        *SCORE_CHAMPION, setup=store_file("plain-file/store.db", b"")),
+    cli("config", "artifact-location-parent-is-a-file", 5,
+        r"^Error: mlflow\.artifact_location \(ML_ARTIFACT_LOCATION\): cannot write in .*plain-file",
+        *TRAIN_DEMO, setup=artifacts_under_a_file),
     cli("config", "unknown-key", 2, r"^Error: config/base\.yaml: warehouse\.duckdb\.pathh: unknown key",
         *SCORE_CHAMPION, setup=config_file("base.yaml", warehouse__duckdb__pathh="x.duckdb")),
     cli("config", "wrong-type", 2, r"^Error: config/dev\.yaml: serving\.port: input should be a valid integer",
@@ -300,6 +355,16 @@ CASES = [
     cli("data", "train-relation-missing", 4,
         r"train_uplift \(dbt model train_uplift\) is not built for target dev",
         *TRAIN_DEMO, setup=data("drop table analytics_loaders.train_uplift", training=True)),
+    cli("data", "train-feature-nan", 3,
+        r"train_uplift: feature column 'monetary_30d' has \d+ NaN value\(s\)",
+        *TRAIN_DEMO, setup=data(TRAIN_ROWS.format("set monetary_30d = 'nan'::double"), training=True)),
+    cli("data", "train-feature-beyond-float32", 3,
+        r"train_uplift: feature column 'monetary_90d' has \d+ beyond float32's range",
+        *TRAIN_DEMO, setup=data(TRAIN_ROWS.format("set monetary_90d = 1e300"), training=True)),
+    cli("data", "score-feature-infinite", 3,
+        r"score_uplift: feature column 'monetary_30d' has \d+ infinite value\(s\)",
+        *SCORE, setup=data("update analytics_loaders.score_uplift set monetary_30d = 'inf'::double "
+                           f"where campaign_id = '{UPCOMING}' and customer_id % 97 = 0")),
     # -- CLI arguments ------------------------------------------------------------------------
     cli("cli", "run-id-and-model", 2, r"^Error: give exactly one of --run-id ID or --model NAME\[@ALIAS\]$",
         "score", "--run-id", "x", "--model", RECIPE),
@@ -330,8 +395,29 @@ CASES = [
         *SCORE, "--context-params", '{"campaign_id": null}'),
     cli("cli", "context-no-rows", 3, r"the scoring population is empty for campaign_id='cmp_1999_01'; nothing was written$",
         *SCORE, "--context-params", '{"campaign_id": "cmp_1999_01"}'),
-    cli("cli", "alias-not-a-name", 2, r"^Error: Invalid value for --alias: expected letters, digits, '-' or '_'$",
+    cli("cli", "alias-not-a-name", 2, r"^Error: --alias 'new champion!': expected 1 to 64 letters, digits, '-' or '_'$",
         "train", "--recipe", f"recipes/{RECIPE}.yaml", "--alias", "new champion!"),
+    cli("cli", "alias-reserved-latest", 2, r"^Error: --alias 'latest': reserved by MLflow",
+        "train", "--recipe", f"recipes/{RECIPE}.yaml", "--alias", "latest"),
+    cli("cli", "alias-reserved-version", 2, r"^Error: --alias 'V3': reserved by MLflow",
+        "train", "--recipe", f"recipes/{RECIPE}.yaml", "--alias", "V3"),
+    cli("cli", "alias-too-long", 2, r"^Error: --alias 'aaaa.*expected 1 to 64",
+        "train", "--recipe", f"recipes/{RECIPE}.yaml", "--alias", "a" * 65),
+    cli("cli", "context-template-as-dbt-var", 2,
+        r"--context-params: campaign_id: template syntax .* not allowed in a value passed to dbt",
+        *TRAIN, "--build", "--context-params",
+        '{"campaign_id": "{{ run_query(\'create table main.pwned as select 1 as x\') }}"}',
+        setup=recipe(RECIPE, "context.campaign_id.apply", ["filter", "var"])),
+    cli("cli", "context-no-rows-before-build", 3,
+        r"dbt model train_uplift: no rows for campaign_id='cmp_typo'; nothing was built",
+        *TRAIN, "--build", "--context-params", '{"campaign_id": "cmp_typo"}',
+        setup=lambda b: (recipe(RECIPE, "context.campaign_id.apply", ["filter", "var"])(b),
+                         data("select 1", training=True)(b))),
+    cli("cli", "scoring-run-as-run-id", 6, r"is not a finished training run",
+        "score", "--run-id", "{score_run_id}"),
+    cli("cli", "demo-customers-too-many", 2, r"^Error: Invalid value for '--customers'",
+        "demo-data", "--customers", "100000000"),
+    cli("cli", "demo-seed-negative", 2, r"^Error: Invalid value for '--seed'", "demo-data", "--seed", "-1"),
     cli("cli", "recipe-is-a-directory", 2, r"^Error: Invalid value for '--recipe': File 'recipes' is a directory\.$",
         "validate", "--recipe", "recipes"),
     cli("cli", "option-without-value", 2, r"^Error: Option '--recipe' requires an argument\.$",
@@ -432,11 +518,16 @@ def apps(served_champion):
 
 @pytest.fixture
 def bench(
-    ml_env, pristine_warehouse, train_store, tmp_path, monkeypatch, trained_x_learner
+    ml_env,
+    pristine_warehouse,
+    train_store,
+    tmp_path,
+    monkeypatch,
+    trained_x_learner,
+    scored_champion,
 ) -> Bench:
-    return Bench(
-        tmp_path, monkeypatch, pristine_warehouse, train_store, {"run_id": trained_x_learner.run_id}
-    )
+    values = {"run_id": trained_x_learner.run_id, "score_run_id": scored_champion.score_run_id}
+    return Bench(tmp_path, monkeypatch, pristine_warehouse, train_store, values)
 
 
 # -- the suite -------------------------------------------------------------------------------

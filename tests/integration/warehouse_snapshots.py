@@ -45,4 +45,12 @@ def contents(path: Path | str) -> dict:
             for schema, name, _ in tables
             if schema == "predictions" and not name.startswith("_")
         }
-    return {"tables": tables, "scores": scores}
+        # a model rebuilt empty (or half-loaded) is a write too
+        rows = {
+            f"{schema}.{name}": con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[
+                0
+            ]
+            for schema, name, kind in tables
+            if kind == "BASE TABLE" and schema != "predictions"
+        }
+    return {"tables": tables, "scores": scores, "rows": rows}

@@ -217,7 +217,9 @@ def test_written_yaml_has_no_aliases(settings: Settings, generated: Path) -> Non
 
 
 def test_names_ending_in_current_are_reserved(settings: Settings, generated: Path) -> None:
-    recipe = _recipe("uplift__current")
+    with pytest.raises(RecipeError, match="name: must not end in '__current'"):
+        _recipe("uplift__current")  # the recipe refuses it; sources refuse it too:
+    recipe = _recipe("uplift").model_copy(update={"name": "uplift__current"})
     for call in (check_writable, ensure_declared):
         with pytest.raises(RecipeError) as exc:
             call(settings, recipe)

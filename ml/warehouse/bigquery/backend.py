@@ -59,6 +59,9 @@ class BigQueryWarehouse:
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
         return read.key_stats(self.bq, relation, keys, filters)
 
+    def count_query_rows(self, sql: str, filters: Filters) -> int:
+        return read.count_query_rows(self.bq, sql, filters)
+
     def slice_writer(
         self, schema: str, name: str, slice_: Filters, constants: Constants
     ) -> write.BigQuerySliceWriter:

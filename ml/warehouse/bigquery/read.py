@@ -143,6 +143,16 @@ def _storage_batches(
                 yield batch
 
 
+def count_query_rows(bq: BigQuery, sql: str, filters: Mapping[str, Any]) -> int:
+    where, params = where_sql(filters, "f")
+    try:
+        job = bq.query(f"select count(*) as n from ({sql}) where {where}", params)
+        row = next(iter(job.result(retry=bq.retry, timeout=bq.timeout)))
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"counting the rows of a query failed: {one_line(exc)}") from None
+    return int(row["n"] or 0)
+
+
 def key_stats(
     bq: BigQuery, relation: Relation, keys: list[str], filters: Mapping[str, Any]
 ) -> KeyStats:

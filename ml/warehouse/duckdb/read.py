@@ -76,6 +76,21 @@ def read_batches(
     yield from reader
 
 
+def count_query_rows(con: Any, sql: str, filters: Filters) -> int:
+    where = " and ".join(f"{quote_ident(c)} = ?" for c in filters) or "true"
+    try:
+        row = (
+            con.cursor()
+            .execute(
+                f"select count(*) from ({sql}) as population where {where}", list(filters.values())
+            )
+            .fetchone()
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"counting the rows of a query failed: {one_line(exc)}") from None
+    return int(row[0] or 0)
+
+
 def key_stats(con: Any, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
     population, params = select(relation, keys, dict(filters))
     key_list = ", ".join(quote_ident(k) for k in keys)
