@@ -9,6 +9,9 @@ import numpy as np
 
 from ml import metrics as m
 from ml.errors import RecipeError, TrainingError
+from ml.recipe import EvaluationSpec
+
+CI_SUFFIXES = ("_ci_low", "_ci_high")
 
 
 @dataclass
@@ -28,16 +31,29 @@ def evaluate(
     plots: bool = True,
     feature_names: list[str] | None = None,
     importances: np.ndarray | None = None,
+    propensity: np.ndarray | None = None,
+    spec: EvaluationSpec | None = None,
 ) -> Evaluation:
+    """Metrics, tables and plots on the held-out rows.
+
+    For uplift: the point metrics with 95% bootstrap intervals (`<metric>_ci_low/_ci_high`,
+    `spec.bootstrap_replicates` resamples within each arm, `spec.bootstrap_seed`), and the IPW
+    policy value (whole-row resamples, same count and seed) at `spec.policy_shares` (plus `spec.decision_share`) and on the fine grid of
+    `tables["policy_curve"]`. `propensity` is each held-out row's KNOWN treatment probability
+    (its campaign's randomized treated share); when None, the treated share of the held-out
+    rows is used as one probability for all, which makes treat-all gain the difference in arm
+    means. `wanted` keeps the named metrics and their intervals; `spec` defaults to
+    `EvaluationSpec()`, and `wanted` and `plots` are taken as given, not from it.
+    """
     if not np.all(np.isfinite(score)):
         raise TrainingError("the model produced NaN or infinite scores on the test split")
+    spec = spec or EvaluationSpec()
+    qini_band: tuple[np.ndarray, ...] | None = None
     try:
         if task == "uplift":
             if t is None:
                 raise TrainingError("an uplift evaluation needs the treatment column")
-            values = m.uplift_metrics(y, t, score)
-            deciles = m.uplift_by_decile(y, t, score)
-            ev = Evaluation(values, {"uplift_by_decile": deciles})
+            ev, qini_band = _uplift(y, t, score, propensity, spec)
         elif task == "classification":
             ev = Evaluation(m.classification_metrics(y, score))
         else:
@@ -46,23 +62,88 @@ def evaluate(
         raise TrainingError(f"evaluation on the test split failed: {exc}") from None
 
     if wanted:
-        unknown = [name for name in wanted if name not in ev.metrics]
-        if unknown:
-            raise RecipeError(
-                f"evaluation.metrics: unknown metric '{unknown[0]}' for a {task} model (available: {', '.join(ev.metrics)})"
-            )
-        ev.metrics = {k: v for k, v in ev.metrics.items() if k in wanted}
+        ev.metrics = _keep(ev.metrics, wanted, task)
 
     if plots:
         from ml import plots as p
 
-        if task == "uplift" and t is not None:
-            ev.plots["qini_curve.png"] = p.qini_plot(y, t, score)
+        if task == "uplift" and t is not None and qini_band is not None:
+            ev.plots["qini_curve.png"] = p.qini_plot(y, t, score, band=qini_band)
             ev.plots["uplift_by_decile.png"] = p.uplift_by_decile_plot(
                 ev.tables["uplift_by_decile"]
+            )
+            ev.plots["policy_gain.png"] = p.policy_gain_plot(
+                ev.tables["policy_curve"], ev.tables["policy_value"]["treat_all"]
             )
         if feature_names is not None and importances is not None:
             ev.plots["feature_importance.png"] = p.feature_importance_plot(
                 feature_names, list(importances)
             )
     return ev
+
+
+def _uplift(
+    y: np.ndarray,
+    t: np.ndarray,
+    score: np.ndarray,
+    propensity: np.ndarray | None,
+    spec: EvaluationSpec,
+) -> tuple[Evaluation, tuple[np.ndarray, ...]]:
+    """Point metrics, their intervals, the decile table and the policy value, on one set of
+    resamples."""
+    from ml import policy
+
+    values = m.uplift_metrics(y, t, score)
+    replicates, seed = spec.bootstrap_replicates, spec.bootstrap_seed
+    counts = m.bootstrap_counts(t, replicates, seed)  # within arms: the metrics compare arms
+    intervals, qini_band = m.uplift_bootstrap(y, t, score, counts)
+    for name in list(values):
+        values[f"{name}_ci_low"] = intervals[f"{name}_ci_low"]
+        values[f"{name}_ci_high"] = intervals[f"{name}_ci_high"]
+
+    deciles = m.uplift_by_decile(y, t, score)
+    for row, (low, high) in zip(deciles, m.decile_intervals(y, t, score, counts), strict=True):
+        row["observed_ci_low"], row["observed_ci_high"] = low, high
+
+    p = np.full(len(y), float(np.mean(t))) if propensity is None else propensity
+    shares = sorted({*spec.policy_shares, spec.decision_share})
+    rows = policy.policy_counts(len(y), replicates, seed)  # whole rows: see ml.policy
+    summary = policy.policy_curve(y, t, p, score, shares, counts=rows)
+    fine = policy.policy_curve(y, t, p, score, policy.FINE_SHARES, counts=rows)
+    values.update(policy.policy_metrics(summary))
+    slope = policy.blp_slope(y, t, p, score, rows)
+    values["blp_slope"], values["blp_slope_ci_low"], values["blp_slope_ci_high"] = slope
+    tables = {
+        "uplift_by_decile": deciles,
+        "policy_curve": fine.table(),
+        "policy_value": {
+            "shares": summary.table(),
+            "decision_share": spec.decision_share,
+            "treat_all": {
+                "gain": summary.treat_all,
+                "ci_low": summary.treat_all_ci_low,
+                "ci_high": summary.treat_all_ci_high,
+            },
+            "propensity": "known" if propensity is not None else "held-out treated share",
+            "bootstrap": {"replicates": spec.bootstrap_replicates, "seed": spec.bootstrap_seed},
+        },
+    }
+    return Evaluation(values, tables), qini_band
+
+
+def _base_name(name: str) -> str:
+    for suffix in CI_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def _keep(values: dict[str, float], wanted: list[str], task: str) -> dict[str, float]:
+    """The wanted metrics, each with its interval when it has one."""
+    unknown = [name for name in wanted if name not in values]
+    if unknown:
+        available = ", ".join(k for k in values if _base_name(k) == k)
+        raise RecipeError(
+            f"evaluation.metrics: unknown metric '{unknown[0]}' for a {task} model (available: {available})"
+        )
+    return {k: v for k, v in values.items() if k in wanted or _base_name(k) in wanted}

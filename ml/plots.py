@@ -43,12 +43,17 @@ def qini_plot(
     score: ArrayLike,
     *,
     oracle_score: ArrayLike | None = None,
+    band: tuple[ArrayLike, ...] | None = None,
     title: str = "Qini curve",
 ) -> bytes:
-    """The model's Qini curve against the random line and, if given, an oracle ranking."""
+    """The model's Qini curve against the random line and, if given, an oracle ranking and a
+    pointwise confidence band (x, low, high), e.g. `ml.metrics.qini_band`'s."""
     figure = _new_figure()
     ax = figure.add_subplot()
     x, q = qini_curve(y, t, score)
+    if band is not None:
+        band_x, low, high = band
+        ax.fill_between(band_x, low, high, alpha=0.2, linewidth=0, label="95% bootstrap band")
     ax.plot(x, q, label=f"model (Qini coefficient {qini_coefficient(y, t, score):.4f})")
     if oracle_score is not None:
         x_o, q_o = qini_curve(y, t, oracle_score)
@@ -64,8 +69,13 @@ def qini_plot(
     return _png(figure)
 
 
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def uplift_by_decile_plot(deciles: list[dict[str, Any]]) -> bytes:
-    """Observed uplift per score bin as bars, the mean predicted uplift as markers."""
+    """Observed uplift per score bin as bars (with their intervals when the rows carry
+    `observed_ci_low/high`), the mean predicted uplift as markers."""
     if not deciles:
         raise ValueError("deciles is empty")
     bins = [int(row["bin"]) for row in deciles]
@@ -77,6 +87,20 @@ def uplift_by_decile_plot(deciles: list[dict[str, Any]]) -> bytes:
     figure = _new_figure()
     ax = figure.add_subplot()
     ax.bar(bins, observed, color="tab:blue", alpha=0.7, label="observed uplift")
+    if all("observed_ci_low" in row for row in deciles):
+        low = [_number(row["observed_ci_low"]) for row in deciles]
+        high = [_number(row["observed_ci_high"]) for row in deciles]
+        centre = [(lo + hi) / 2 for lo, hi in zip(low, high, strict=True)]
+        half = [(hi - lo) / 2 for lo, hi in zip(low, high, strict=True)]
+        ax.errorbar(
+            bins,
+            centre,
+            yerr=half,
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            label="95% bootstrap interval",
+        )
     ax.plot(bins, predicted, color="tab:orange", marker="o", label="mean predicted uplift")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xticks(bins)
@@ -104,4 +128,49 @@ def feature_importance_plot(names: list[str], importances: list[float], top: int
     ax.barh([name for name, _ in ranked], [float(value) for _, value in ranked])
     ax.set_xlabel("importance")
     ax.set_title(f"Feature importance (top {len(ranked)})")
+    return _png(figure)
+
+
+def policy_gain_plot(curve: list[dict[str, Any]], treat_all: dict[str, float]) -> bytes:
+    """Gain per customer of targeting the top share by score, with its band, against random
+    targeting of the same share and treating everyone (rows of `PolicyCurve.table()`)."""
+    if not curve:
+        raise ValueError("curve is empty")
+    share = [float(row["share"]) for row in curve]
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    ax.fill_between(
+        share,
+        [float(row["gain_ci_low"]) for row in curve],
+        [float(row["gain_ci_high"]) for row in curve],
+        alpha=0.2,
+        linewidth=0,
+        label="model: 95% bootstrap band",
+    )
+    ax.plot(share, [float(row["gain"]) for row in curve], label="target top share by score")
+    ax.plot(
+        share,
+        [float(row["random_gain"]) for row in curve],
+        color="grey",
+        linestyle=":",
+        label="random targeting",
+    )
+    low, high = float(treat_all["ci_low"]), float(treat_all["ci_high"])
+    gain = float(treat_all["gain"])
+    ax.errorbar(
+        [1.0],
+        [gain],
+        yerr=[[gain - low], [high - gain]],
+        fmt="o",
+        color="black",
+        capsize=4,
+        label="treat everyone",
+    )
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlim(0.0, 1.02)
+    ax.set_xlabel("share of customers treated (highest scores first)")
+    ax.set_ylabel("incremental outcome per customer vs treating nobody")
+    ax.set_title("Policy value on held-out randomized rows (IPW)")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
     return _png(figure)

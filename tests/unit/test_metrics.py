@@ -281,3 +281,80 @@ def test_invalid_inputs_raise_one_line(call, message):
     with pytest.raises(ValueError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- bootstrap intervals
+
+
+def _materialised(counts_row: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """A resample as rows: each row repeated as often as it was drawn, in row order."""
+    rows = np.repeat(np.arange(len(counts_row)), counts_row)
+    return [a[rows] for a in arrays]
+
+
+def test_bootstrap_counts_keep_arms_and_are_deterministic():
+    _, t, _ = _synthetic(n=501)
+    counts = metrics.bootstrap_counts(t, 70, seed=3)
+    assert counts.shape == (70, 501)
+    assert np.all(counts[:, t == 1].sum(axis=1) == t.sum())
+    assert np.all(counts.sum(axis=1) == 501)
+    np.testing.assert_array_equal(counts, metrics.bootstrap_counts(t, 70, seed=3))
+    assert not np.array_equal(counts, metrics.bootstrap_counts(t, 70, seed=4))
+
+
+def test_replicates_equal_the_metrics_on_materialised_resamples():
+    # Rounded scores tie, so tie groups, cut rows and duplicates all come into play.
+    y, t, tau = _synthetic(n=700, seed=5)
+    score = np.round(tau + np.random.default_rng(6).normal(0, 0.05, len(y)), 2)
+    counts = metrics.bootstrap_counts(t, 12, seed=1)
+    replicates = metrics.uplift_replicates(y, t, score, counts)
+    assert set(replicates) == set(uplift_metrics(y, t, score))
+    for b in range(len(counts)):
+        expected = uplift_metrics(*_materialised(counts[b], y, t, score))
+        for name, value in expected.items():
+            assert replicates[name][b] == pytest.approx(value, abs=1e-12), name
+    alone = metrics.uplift_at_k_replicates(y, t, score, counts, 0.2)
+    np.testing.assert_allclose(alone, replicates["uplift_at_20"], rtol=0, atol=1e-12)
+
+
+def test_uplift_intervals_bracket_the_estimates():
+    y, t, tau = _synthetic(n=3000, seed=7)
+    counts = metrics.bootstrap_counts(t, 200, seed=0)
+    intervals = metrics.uplift_intervals(y, t, tau, counts)
+    for name, value in uplift_metrics(y, t, tau).items():
+        assert intervals[f"{name}_ci_low"] <= value <= intervals[f"{name}_ci_high"], name
+
+
+def test_percentile_interval_drops_undefined_replicates():
+    values = np.r_[np.arange(101.0), np.nan]
+    assert metrics.percentile_interval(values) == pytest.approx((2.5, 97.5))
+    low, high = metrics.percentile_interval(np.array([np.nan]))
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_qini_band_brackets_the_curve():
+    y, t, tau = _synthetic(n=2000, seed=8)
+    counts = metrics.bootstrap_counts(t, 100, seed=0)
+    grid, low, high = metrics.qini_band(y, t, tau, counts)
+    assert grid.shape == low.shape == high.shape == (101,)
+    assert low[0] == high[0] == 0.0
+    assert np.all(low <= high)
+    x, q = qini_curve(y, t, tau)
+    inside = (np.interp(grid, x, q) >= low - 1e-12) & (np.interp(grid, x, q) <= high + 1e-12)
+    assert inside.mean() > 0.9
+
+
+def test_decile_intervals_bracket_the_observed_uplift():
+    y, t, tau = _synthetic(n=3000, seed=9)
+    counts = metrics.bootstrap_counts(t, 200, seed=0)
+    rows = uplift_by_decile(y, t, tau)
+    intervals = metrics.decile_intervals(y, t, tau, counts)
+    assert len(intervals) == 10
+    for row, (low, high) in zip(rows, intervals, strict=True):
+        assert low <= row["observed_uplift"] <= high
+
+
+def test_top_count_is_robust_to_floating_point():
+    assert metrics.top_count(0.1, 30) == 3  # 0.1 * 30 = 3.0000000000000004
+    assert metrics.top_count(0.7, 6) == 5
+    assert metrics.top_count(1.0, 7) == 7

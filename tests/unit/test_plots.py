@@ -80,3 +80,37 @@ def test_feature_importance_plot():
 def test_feature_importance_plot_length_mismatch():
     with pytest.raises(ValueError, match="differ in length"):
         plots.feature_importance_plot(["a", "b"], [1.0])
+
+
+def test_qini_plot_with_band(trial):
+    y, t, score, _ = trial
+    band = metrics.qini_band(y, t, score, metrics.bootstrap_counts(t, 50, seed=0))
+    with_band = plots.qini_plot(y, t, score, band=band)
+    _assert_png(with_band)
+    assert with_band != plots.qini_plot(y, t, score)
+
+
+def test_uplift_by_decile_plot_with_intervals(trial):
+    y, t, score, _ = trial
+    deciles = metrics.uplift_by_decile(y, t, score)
+    counts = metrics.bootstrap_counts(t, 50, seed=0)
+    for row, (low, high) in zip(
+        deciles, metrics.decile_intervals(y, t, score, counts), strict=True
+    ):
+        row["observed_ci_low"], row["observed_ci_high"] = low, high
+    _assert_png(plots.uplift_by_decile_plot(deciles))
+
+
+def test_policy_gain_plot(trial):
+    from ml import policy
+
+    y, t, score, _ = trial
+    curve = policy.policy_curve(y, t, np.full(len(y), 0.5), score, replicates=50)
+    treat_all = {
+        "gain": curve.treat_all,
+        "ci_low": curve.treat_all_ci_low,
+        "ci_high": curve.treat_all_ci_high,
+    }
+    _assert_png(plots.policy_gain_plot(curve.table(), treat_all))
+    with pytest.raises(ValueError, match="empty"):
+        plots.policy_gain_plot([], treat_all)

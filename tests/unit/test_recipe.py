@@ -222,3 +222,57 @@ def test_context_params_with_a_100kb_value_stay_one_short_line() -> None:
     data["context"]["campaign_id"]["default"] = 10**50
     data["name"] = "y" * 100_000
     assert _refused(lambda: recipe_from_dict(data), RecipeError).startswith("recipe: name: ")
+
+
+def _with_evaluation(**evaluation: Any) -> dict:
+    return {**_base(), "evaluation": evaluation}
+
+
+def test_evaluation_bootstrap_and_policy_defaults() -> None:
+    spec = recipe_from_dict(_base()).evaluation
+    assert spec.bootstrap_replicates == 200
+    assert spec.bootstrap_seed == 0
+    assert spec.policy_shares == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert spec.decision_share == 0.3
+    assert spec.holdout_contexts == []
+
+
+def test_evaluation_policy_shares_are_sorted_and_unique() -> None:
+    spec = recipe_from_dict(_with_evaluation(policy_shares=[0.5, 0.05, 1, 0.5])).evaluation
+    assert spec.policy_shares == [0.05, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("shares", [[0.0, 0.5], [0.5, 1.2], [-0.1]])
+def test_evaluation_policy_shares_outside_0_1_are_refused(shares: list[float]) -> None:
+    with pytest.raises(
+        RecipeError, match=r"^recipe: evaluation\.policy_shares: Policy shares outside \(0, 1\]"
+    ) as info:
+        recipe_from_dict(_with_evaluation(policy_shares=shares))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "field"),
+    [
+        ({"bootstrap_replicates": 49}, "bootstrap_replicates"),
+        ({"bootstrap_replicates": 10_001}, "bootstrap_replicates"),
+        ({"bootstrap_seed": -1}, "bootstrap_seed"),
+        ({"bootstrap_seed": 2**32}, "bootstrap_seed"),
+        ({"decision_share": 0}, "decision_share"),
+        ({"decision_share": 1.5}, "decision_share"),
+        ({"policy_shares": []}, "policy_shares"),
+        ({"holdout_contexts": [True]}, "holdout_contexts"),
+        ({"holdout_contexts": [1.5]}, "holdout_contexts"),
+        ({"holdout_contexts": "cmp_2026_09"}, "holdout_contexts"),
+        ({"bootstrap": 10}, "bootstrap"),
+    ],
+)
+def test_evaluation_fields_are_checked(evaluation: dict, field: str) -> None:
+    with pytest.raises(RecipeError, match=rf"^recipe: evaluation\.{field}"):
+        recipe_from_dict(_with_evaluation(**evaluation))
+
+
+def test_evaluation_holdout_contexts_take_strings_and_integers() -> None:
+    spec = recipe_from_dict(_with_evaluation(holdout_contexts=["cmp_2026_03", 202606])).evaluation
+    assert spec.holdout_contexts == ["cmp_2026_03", 202606]
+    assert spec.bootstrap_replicates == 200
