@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 BIN := .venv/bin
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test lint clean bqemulator
+.PHONY: install demo test lint clean bqemulator browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -45,7 +45,20 @@ $(BQEMULATOR_VENV)/.installed: $(UV) tests/integration/bq_emulator.py
 
 bqemulator: $(BQEMULATOR_VENV)/.installed
 
-test: install bqemulator
+# Debian's chromium (and a font) for the report test (tests/integration/test_report_browser.py),
+# which renders the HTML run report in a real headless browser. Installed with apt-get only when
+# missing; as root, or through sudo otherwise.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core; \
+	}
+
+test: install bqemulator browser
 	$(BIN)/pytest -q
 
 # ruff (with the blind-except and security rules), import-linter (layers, no cycles among
