@@ -19,6 +19,7 @@ import pyarrow as pa
 
 __all__ = [
     "CAMPAIGNS",
+    "CONTACT_COST",
     "Campaign",
     "ORDERS_END",
     "ORDERS_START",
@@ -44,10 +45,18 @@ ASSIGNED_SHARE = 0.6
 TREATED_SHARE = 0.5
 P_MIN, P_MAX = 0.005, 0.95
 
+# Money per message sent, by channel: a push costs next to nothing, an SMS is dear.
+CONTACT_COST = {"email": 0.05, "sms": 0.25, "push": 0.01}
+VALUE_PER_CONVERSION = 40.0
+
 
 @dataclass(frozen=True)
 class Campaign:
-    """One marketing campaign; `completed` ones have randomized assignments and outcomes."""
+    """One marketing campaign; `completed` ones have randomized assignments and outcomes.
+
+    `budget_share` is the share of all customers the campaign's money budget pays to contact:
+    the budget scales with the demo's size, so it binds the same way at any `n_customers`.
+    """
 
     campaign_id: str
     campaign_name: str
@@ -55,13 +64,23 @@ class Campaign:
     start_date: dt.date
     conversion_window_days: int
     status: str
+    budget_share: float
+    value_per_conversion: float = VALUE_PER_CONVERSION
+
+    @property
+    def cost_per_contact(self) -> float:
+        return CONTACT_COST[self.channel]
+
+    def budget(self, n_customers: int) -> float:
+        return round(self.budget_share * n_customers * self.cost_per_contact, 2)
 
 
 CAMPAIGNS: tuple[Campaign, ...] = (
-    Campaign("cmp_2026_03", "spring_email", "email", dt.date(2026, 3, 2), 14, "completed"),
-    Campaign("cmp_2026_06", "summer_sms", "sms", dt.date(2026, 6, 1), 14, "completed"),
-    Campaign("cmp_2026_09", "autumn_push", "push", dt.date(2026, 9, 1), 14, "completed"),
-    Campaign("cmp_2026_12", "holiday_email", "email", dt.date(2026, 12, 1), 14, "upcoming"),
+    Campaign("cmp_2026_03", "spring_email", "email", dt.date(2026, 3, 2), 14, "completed", 0.25),
+    Campaign("cmp_2026_06", "summer_sms", "sms", dt.date(2026, 6, 1), 14, "completed", 0.15),
+    Campaign("cmp_2026_09", "autumn_push", "push", dt.date(2026, 9, 1), 14, "completed", 0.40),
+    # 12% of customers (300.00 for 50,000): well under those worth an email, so the budget binds
+    Campaign("cmp_2026_12", "holiday_email", "email", dt.date(2026, 12, 1), 14, "upcoming", 0.12),
 )
 
 
@@ -269,11 +288,39 @@ def generate(n_customers: int = 50_000, seed: int = 7) -> dict[str, pa.Table]:
         prior_treated += treated
         prior_converted += converted
 
+    # The upcoming campaign has no assignments yet, but its true effect is known here: tests
+    # check the expected value of a plan for it against the truth. No random draw: the other
+    # tables are the same with or without it.
+    upcoming = [
+        _upcoming_effects(c, orders, customers, prior_treated, prior_converted)
+        for c in CAMPAIGNS
+        if c.status != "completed"
+    ]
     return {
         "customers": _customers_table(customers),
         "orders": _orders_table(orders, customers["customer_id"]),
-        "campaigns": _campaigns_table(),
-        **_assignment_tables(assignment_parts),
+        "campaigns": _campaigns_table(n_customers),
+        **_assignment_tables(assignment_parts, upcoming),
+    }
+
+
+def _upcoming_effects(
+    campaign: Campaign,
+    orders: _Orders,
+    customers: dict[str, np.ndarray],
+    prior_treated: np.ndarray,
+    prior_converted: np.ndarray,
+) -> dict[str, np.ndarray]:
+    start = _day(campaign.start_date)
+    features = _as_of_features(orders, start, campaign, customers, prior_treated, prior_converted)
+    p_control = np.clip(control_probability(features), P_MIN, P_MAX)
+    p_treated = np.clip(p_control + treatment_effect(features), P_MIN, P_MAX)
+    rows = np.flatnonzero(customers["signup_day"] < start)
+    return {
+        "campaign_id": np.full(rows.size, campaign.campaign_id),
+        "customer_id": customers["customer_id"][rows],
+        "p_control": p_control[rows],
+        "true_uplift": (p_treated - p_control)[rows],
     }
 
 
@@ -303,7 +350,10 @@ def _orders_table(orders: _Orders, customer_id: np.ndarray) -> pa.Table:
     )
 
 
-def _campaigns_table() -> pa.Table:
+def _campaigns_table(n_customers: int) -> pa.Table:
+    def money(values: list[float]) -> pa.Array:
+        return pa.array(values, type=pa.float64())
+
     return pa.table(
         {
             "campaign_id": pa.array([c.campaign_id for c in CAMPAIGNS], type=pa.string()),
@@ -314,31 +364,39 @@ def _campaigns_table() -> pa.Table:
                 [c.conversion_window_days for c in CAMPAIGNS], type=pa.int64()
             ),
             "status": pa.array([c.status for c in CAMPAIGNS], type=pa.string()),
+            "cost_per_contact": money([c.cost_per_contact for c in CAMPAIGNS]),
+            "value_per_conversion": money([c.value_per_conversion for c in CAMPAIGNS]),
+            "budget": money([c.budget(n_customers) for c in CAMPAIGNS]),
         }
     )
 
 
-def _assignment_tables(parts: list[dict[str, np.ndarray]]) -> dict[str, pa.Table]:
-    def column(name: str) -> np.ndarray:
-        return np.concatenate([p[name] for p in parts])
+def _assignment_tables(
+    parts: list[dict[str, np.ndarray]], upcoming: list[dict[str, np.ndarray]]
+) -> dict[str, pa.Table]:
+    def column(name: str, of: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return np.concatenate([p[name] for p in of])
 
-    keys = {
-        "campaign_id": pa.array(column("campaign_id"), type=pa.string()),
-        "customer_id": pa.array(column("customer_id"), type=pa.int64()),
-    }
+    def keys(of: list[dict[str, np.ndarray]]) -> dict[str, pa.Array]:
+        return {
+            "campaign_id": pa.array(column("campaign_id", of), type=pa.string()),
+            "customer_id": pa.array(column("customer_id", of), type=pa.int64()),
+        }
+
+    effects = [*parts, *upcoming]
     return {
         "campaign_assignments": pa.table(
             {
-                **keys,
-                "group_name": pa.array(column("group_name"), type=pa.string()),
-                "assigned_at": _timestamp(column("assigned_at")),
+                **keys(parts),
+                "group_name": pa.array(column("group_name", parts), type=pa.string()),
+                "assigned_at": _timestamp(column("assigned_at", parts)),
             }
         ),
         "true_effects": pa.table(
             {
-                **keys,
-                "p_control": pa.array(column("p_control"), type=pa.float64()),
-                "true_uplift": pa.array(column("true_uplift"), type=pa.float64()),
+                **keys(effects),
+                "p_control": pa.array(column("p_control", effects), type=pa.float64()),
+                "true_uplift": pa.array(column("true_uplift", effects), type=pa.float64()),
             }
         ),
     }
