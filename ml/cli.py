@@ -166,9 +166,17 @@ def validate(
 @_context_option("train")
 @_build_option("training")
 @click.option(
-    "--alias", default=None, help="Registry alias to point at the new version, e.g. champion."
+    "--alias",
+    default=None,
+    help="Registry alias for the new version, e.g. champion; an uplift model takes it only if "
+    "it passes the recipe's promotion rule against the alias's current holder.",
 )
-@_json_option("run_id, model, version, metrics")
+@click.option(
+    "--force-alias",
+    is_flag=True,
+    help="Move --alias to the new version even if the promotion rule refuses it.",
+)
+@_json_option("run_id, model, version, metrics, promoted, comparison")
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -176,6 +184,7 @@ def train(
     context_params: str | None,
     build: bool,
     alias: str | None,
+    force_alias: bool,
     as_json: bool,
 ) -> None:
     """Train a recipe on its dbt model, log it to MLflow and register it."""
@@ -186,25 +195,44 @@ def train(
     settings = _settings(ctx)
     if alias is not None:
         check_alias(alias)
+    elif force_alias:
+        raise click.UsageError("--force-alias needs --alias NAME")
     if not as_json:
         click.echo(
             f"Training {recipe_path} (env {settings.env}, dbt target {settings.dbt.target})",
             err=True,
         )
     result = run_train(
-        settings, recipe_path, context_params, build=build, alias=alias, steps=Steps(enabled=True)
+        settings,
+        recipe_path,
+        context_params,
+        build=build,
+        alias=alias,
+        force_alias=force_alias,
+        steps=Steps(enabled=True),
     )
     if as_json:
         _emit_json(result.to_dict())
         return
+    moved = result.alias if result.promoted is not False else None
     click.echo(
         f"\nmodel {result.model_name} version {result.model_version}"
-        + (f" (@{result.alias})" if result.alias else "")
+        + (f" (@{moved})" if moved else "")
     )
+    if result.decision is not None:
+        click.echo(result.decision.reason)
     click.echo(f"run   {result.run_id}")
-    width = max(len(k) for k in result.metrics)
-    for name, value in result.metrics.items():
-        click.echo(f"  {name:<{width}}  {value:.4f}")
+    _echo_metrics(result.metrics)
+
+
+def _echo_metrics(metrics: dict[str, float]) -> None:
+    """One line per metric: its value and, where it has one, its 95% interval."""
+    names = [n for n in metrics if not n.endswith(("_ci_low", "_ci_high"))]
+    width = max(len(n) for n in names)
+    for name in names:
+        low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+        interval = f"  [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+        click.echo(f"  {name:<{width}}  {metrics[name]:.4f}{interval}")
 
 
 @main.command()

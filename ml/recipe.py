@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ml.errors import ConfigError, RecipeError
 from ml.textio import check_text, elide, parse_json
@@ -101,9 +110,39 @@ class SplitSpec(_Strict):
         return self
 
 
+def _default_policy_shares() -> list[float]:
+    return [round(i / 10, 1) for i in range(1, 11)]
+
+
 class EvaluationSpec(_Strict):
+    """Held-out evaluation: which metrics to keep, plots, and the bootstrap and policy grid.
+
+    `holdout_contexts` names whole past campaigns kept out of training for evaluation only."""
+
     metrics: list[str] | None = None
     plots: bool = True
+    bootstrap_replicates: int = Field(default=200, ge=50, le=10_000)
+    bootstrap_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    policy_shares: list[float] = Field(default_factory=_default_policy_shares, min_length=1)
+    decision_share: float = Field(default=0.3, gt=0, le=1)
+    holdout_contexts: list[StrictStr | StrictInt] = Field(default_factory=list)
+
+    @field_validator("policy_shares")
+    @classmethod
+    def _shares_are_fractions(cls, value: list[float]) -> list[float]:
+        outside = [share for share in value if not 0 < share <= 1]
+        if outside:
+            raise ValueError(f"Policy shares outside (0, 1]: {elide(repr(outside), 60)}")
+        # metric names carry the share in percent to 2 decimals: keep shares apart at that grain
+        return sorted({round(share, 4) for share in value})
+
+
+class PromotionSpec(_Strict):
+    """How `ml train --alias A` decides whether the new version takes A from its holder
+    (ml/promotion.py): `non_inferior` moves it unless the new model is worse with 95% confidence
+    on the policy gain at `evaluation.decision_share`; `superior` only if it is better."""
+
+    rule: Literal["non_inferior", "superior"] = "non_inferior"
 
 
 class Recipe(_Strict):
@@ -115,14 +154,18 @@ class Recipe(_Strict):
     model: ClassSpec
     split: SplitSpec = SplitSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    promotion: PromotionSpec = PromotionSpec()
     # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
 
     @field_validator("name")
     @classmethod
     def _not_a_derived_name(cls, value: str) -> str:
-        if value.endswith("__current"):  # `<name>__current` is another recipe's current scores
-            raise ValueError("must not end in '__current' (that suffix names the current scores)")
+        if value.endswith(("__current", "__policy")):  # relations derived from another recipe's
+            raise ValueError(
+                "must not end in '__current' or '__policy' (those suffixes name the current "
+                "scores and the policy curves of another recipe)"
+            )
         return value
 
     @field_validator("context")

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 # the parts of a training run batch scoring rebuilds the model from
 BATCH_ARTIFACTS = ("recipe", "schema", "preprocessor", "estimator")
+POLICY_CURVE = "evaluation/policy_curve.json"  # the held-out policy curve `ml score` publishes
 PYFUNC_NAME = "model"
 
 
@@ -102,6 +103,7 @@ class TrainedModel:
     recipe: Recipe
     model: ScoringModel
     profile: dict[str, Any] | None
+    policy_curve: list[dict[str, Any]] | None = None  # evaluation/policy_curve.json, if logged
 
     @property
     def run_id(self) -> str:
@@ -230,7 +232,25 @@ def load_trained(resolved: ResolvedModel) -> TrainedModel:
         profile = json.loads(profile_path.read_text()) if profile_path.is_file() else None
         preprocessor = _unpickle(resolved.run_id, root, "preprocessor/preprocessor.pkl")
         estimator = _unpickle(resolved.run_id, root, "estimator/estimator.pkl")
-    return TrainedModel(resolved, recipe, ScoringModel(schema, preprocessor, estimator), profile)
+        curve = _optional_json(resolved.run_id, root, POLICY_CURVE)
+    model = ScoringModel(schema, preprocessor, estimator)
+    return TrainedModel(resolved, recipe, model, profile, curve)
+
+
+def _optional_json(run_id: str, root: Path, rel: str) -> Any:
+    """An artifact older runs may not have: None when absent."""
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=rel, dst_path=str(root / "optional")
+        )
+    except Exception:  # noqa: BLE001 - absent (older run): not an error
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"run '{run_id}': {rel} is unreadable ({one_line(exc, 200)})") from None
 
 
 def read_schema(resolved: ResolvedModel) -> TrainingSchema:
@@ -318,8 +338,6 @@ def log_model(artifacts: ModelArtifacts) -> str:
     import mlflow
     import pyarrow.parquet as pq
 
-    import ml.pyfunc
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         texts = {
@@ -342,7 +360,9 @@ def log_model(artifacts: ModelArtifacts) -> str:
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow's type-hint advice is not for us
             info = mlflow.pyfunc.log_model(
                 name=PYFUNC_NAME,
-                python_model=str(Path(ml.pyfunc.__file__).with_name("pyfunc_model.py")),
+                # models-from-code: the file imports ml.pyfunc (not imported here: loading it
+                # makes MLflow print type-hint advice)
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={
                     "training_schema": str(root / "schema" / "training_schema.json"),
                     "preprocessor": str(root / "preprocessor" / "preprocessor.pkl"),
@@ -370,7 +390,13 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def register_finished(name: str, run_id: str, model_uri: str, alias: str | None) -> str:
+def register_finished(
+    name: str,
+    run_id: str,
+    model_uri: str,
+    alias: str | None,
+    tags: dict[str, str] | None = None,
+) -> str:
     """A new version of `name` from a FINISHED run's logged model, the alias moved to it.
 
     If anything fails, the version is deleted again and the run marked FAILED, so no version
@@ -385,6 +411,8 @@ def register_finished(name: str, run_id: str, model_uri: str, alias: str | None)
             mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
         version = str(mv.version)
         client.set_model_version_tag(name, version, "run_id", run_id)
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(name, version, key, value[:5000])
         if alias:
             client.set_registered_model_alias(name, alias, version)
         return version

@@ -117,6 +117,9 @@ def score(
         drift = _drift(trained, total)
         with steps.step(f"scoring {total:,} rows into {target.output}"):
             rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
+        if trained.policy_curve:
+            with steps.step(f"writing the held-out policy curve to {target.output}__policy"):
+                _write_policy_curve(wh, target, trained)
     seconds = time.perf_counter() - start
     report = drift.report() if drift else {}
     drifted = sorted(n for n, r in report.items() if r["drifted"])
@@ -124,7 +127,7 @@ def score(
         score_run_id = _log_scoring_run(settings, trained, target, rows, seconds, report, drifted)
     from ml.sources import ensure_declared
 
-    ensure_declared(settings, trained.recipe)
+    ensure_declared(settings, trained.recipe, policy=bool(trained.policy_curve))
     return ScoreResult(
         rows,
         target.output,
@@ -201,6 +204,32 @@ def _write_scores(
             on_batch,
         )
     return writer.rows
+
+
+def _write_policy_curve(wh: Warehouse, target: Target, trained: TrainedModel) -> None:
+    """The training run's held-out policy curve, one slice per run: what campaign plans in dbt
+    read their expected incremental outcomes and intervals from."""
+    import pyarrow as pa
+
+    from ml.sources import POLICY_COLUMNS, policy_table_name
+
+    columns = [c for c in POLICY_COLUMNS if c not in ("run_id", "model_name", "model_version")]
+    curve = trained.policy_curve or []
+    table = pa.table(
+        {
+            c: pa.array([row[c] for row in curve], pa.int64() if c == "n_holdout" else pa.float64())
+            for c in columns
+        }
+    )
+    constants = {
+        "model_name": (trained.model_name, pa.string()),
+        "model_version": (trained.model_version, pa.string()),
+        "run_id": (trained.run_id, pa.string()),
+    }
+    name = policy_table_name(trained.recipe.name)
+    slice_ = {"run_id": trained.run_id}
+    with wh.slice_writer(target.schema_name, name, slice_, constants, current=False) as writer:
+        writer.write(table)
 
 
 def _check_population(

@@ -61,6 +61,47 @@ class Declaration(NamedTuple):
     exposure: dict[str, Any]
 
 
+POLICY_SUFFIX = "__policy"
+POLICY_COLUMNS = {
+    "run_id": "MLflow training run whose held-out evaluation this is.",
+    "model_name": "Registered model name (the recipe).",
+    "model_version": "Registered model version, if the run was registered.",
+    "share": "Share of customers treated, top by score (0.01 to 1.00).",
+    "incremental_per_customer": "Incremental outcomes per customer of the whole population from "
+    "treating the top `share`, estimated on held-out randomized rows by inverse-propensity "
+    "weighting with the known assignment probabilities.",
+    "incremental_ci_low": "95% bootstrap interval of incremental_per_customer, low end.",
+    "incremental_ci_high": "95% bootstrap interval of incremental_per_customer, high end.",
+    "random_per_customer": "The same for treating a random `share` of customers.",
+    "random_ci_low": "95% bootstrap interval of random_per_customer, low end.",
+    "random_ci_high": "95% bootstrap interval of random_per_customer, high end.",
+    "n_holdout": "Held-out randomized rows the estimate comes from.",
+}
+
+
+def policy_table_name(recipe_name: str) -> str:
+    """The held-out policy curves of the models that scored `<recipe>`."""
+    return f"{recipe_name}{POLICY_SUFFIX}"
+
+
+def _policy_table(recipe: Recipe) -> dict[str, Any]:
+    required = {"run_id", "model_name", "share", "incremental_per_customer", "n_holdout"}
+    return {
+        "name": policy_table_name(recipe.name),
+        "description": f"Held-out policy curves of recipe {recipe.name}, one per training run "
+        "that scored: what treating the top share by score brings, with 95% intervals.",
+        "data_tests": [{"unique_combination": {"arguments": {"columns": ["run_id", "share"]}}}],
+        "columns": [
+            {
+                "name": c,
+                "description": text,
+                **({"data_tests": ["not_null"]} if c in required else {}),
+            }
+            for c, text in POLICY_COLUMNS.items()
+        ],
+    }
+
+
 def current_table_name(recipe_name: str) -> str:
     """The relation holding the latest slice per context, beside `<recipe>` in the same schema."""
     return f"{recipe_name}{CURRENT_SUFFIX}"
@@ -97,7 +138,9 @@ def check_writable(settings: Settings, recipe: Recipe) -> SourcesFile:
     return file
 
 
-def ensure_declared(settings: Settings, recipe: Recipe, *, current: bool = True) -> bool:
+def ensure_declared(
+    settings: Settings, recipe: Recipe, *, current: bool = True, policy: bool = False
+) -> bool:
     """Upsert the recipe's entries under the lock; returns True when the file changed.
 
     `current=False` leaves out `<recipe>__current`, for as long as scoring does not write it.
@@ -107,14 +150,14 @@ def ensure_declared(settings: Settings, recipe: Recipe, *, current: bool = True)
     _make_folder(file)
     with _locked(file):
         before = _read(file)  # re-read under the lock: another run may have just written it
-        after = _upserted(before, declaration(recipe, current=current))
+        after = _upserted(before, declaration(recipe, current=current, policy=policy))
         if after == before:
             return False
         _replace(file, after)
     return True
 
 
-def declaration(recipe: Recipe, *, current: bool = True) -> Declaration:
+def declaration(recipe: Recipe, *, current: bool = True, policy: bool = False) -> Declaration:
     """The source tables and the exposure for one recipe."""
     d = recipe.data
     context_cols = [p.column or n for n, p in recipe.context.items()]
@@ -142,6 +185,9 @@ def declaration(recipe: Recipe, *, current: bool = True) -> Declaration:
             )
         )
         depends.append(f"source('{SOURCE_NAME}', '{name}')")
+    if policy:  # uplift: the held-out policy curve of each model that scored
+        tables.append(_policy_table(recipe))
+        depends.append(f"source('{SOURCE_NAME}', '{policy_table_name(recipe.name)}')")
     exposure = {
         "name": recipe.name,
         "label": recipe.name.replace("_", " ").capitalize(),

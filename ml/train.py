@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ml.dataset import Split
     from ml.evaluate import Evaluation
     from ml.preprocess import Preprocessor
+    from ml.promotion import Decision, Holder
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Fitted:
     metrics: dict[str, float]
     rows: dict[str, int]
     model_uri: str
+    decision: Decision | None = None
 
 
 @dataclass
@@ -49,6 +51,13 @@ class TrainResult:
     metrics: dict[str, float]
     alias: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
+    decision: Decision | None = None  # the promotion gate's, when --alias was given
+
+    @property
+    def promoted(self) -> bool | None:
+        if self.alias is None:
+            return None
+        return True if self.decision is None else self.decision.promoted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +65,8 @@ class TrainResult:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "alias": self.alias,
+            "promoted": self.promoted,
+            "comparison": self.decision.to_dict() if self.decision else None,
             "metrics": self.metrics,
             "rows": self.rows,
         }
@@ -68,8 +79,11 @@ def train(
     *,
     build: bool = False,
     alias: str | None = None,
+    force_alias: bool = False,
     steps: Steps | None = None,
 ) -> TrainResult:
+    """Train, evaluate, log and register a recipe's model; with `alias`, an uplift model takes
+    it only through the promotion gate (ml/promotion.py) unless `force_alias`."""
     steps = steps or Steps(enabled=False)
     if alias is not None:
         registry.check_alias(alias)
@@ -88,6 +102,12 @@ def train(
         p = plan(recipe, str(recipe_path), project)
     if build:
         build_for_context(settings, project, p, p.train_model, context, steps)
+    gate = _Gate(alias, force_alias, None)
+    if alias and p.task == "uplift":
+        from ml.promotion import current_holder
+
+        with steps.step(f"loading {recipe.name}@{alias} to compare with"):
+            gate = _Gate(alias, force_alias, current_holder(recipe.name, alias))
 
     import mlflow
 
@@ -96,15 +116,29 @@ def train(
         mlflow.set_tags(_tags(settings, p, context, tracking.git_commit(settings.root)))
         mlflow.log_params(tracking.flatten(recipe.model_dump(mode="json")))
         try:
-            result = _train_in_run(settings, project, p, context, dbt_vars(p, context), steps)
+            result = _train_in_run(settings, project, p, context, dbt_vars(p, context), steps, gate)
         except BaseException as exc:
             mlflow.set_tag("ml.error", _error_text(exc))
             raise
     # The registry changes last, and only for a FINISHED run: killed before this line, the
     # run is not FINISHED and nothing was registered; a failed registration fails the run.
+    decision = result.decision
+    moves = alias if decision is None or decision.promoted else None
+    tags = decision.tags() if decision else None
     with steps.step(f"registering {recipe.name}"):
-        version = registry.register_finished(recipe.name, run.info.run_id, result.model_uri, alias)
-    return TrainResult(run.info.run_id, recipe.name, version, result.metrics, alias, result.rows)
+        version = registry.register_finished(
+            recipe.name, run.info.run_id, result.model_uri, moves, tags
+        )
+    return TrainResult(
+        run.info.run_id, recipe.name, version, result.metrics, alias, result.rows, decision
+    )
+
+
+@dataclass(frozen=True)
+class _Gate:
+    alias: str | None
+    force: bool
+    holder: Holder | None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -120,13 +154,15 @@ def _train_in_run(
     context: dict[str, Any],
     dbt_vars: dict[str, Any],
     steps: Steps,
+    gate: _Gate,
 ) -> Fitted:
     """Read, check, split, fit, evaluate and log, inside the active MLflow run."""
     import mlflow
 
     from ml import dataset
 
-    table = _read_population(settings, p, context, steps)
+    extra = list(gate.holder.model.schema.features) if gate.holder else []
+    table = _read_population(settings, p, context, steps, extra)
     # dbt compiles the model's SQL for the run's lineage while the estimator fits
     compiling = _background(_compiled_sql, project, p, dbt_vars)
     d = p.recipe.data
@@ -139,11 +175,22 @@ def _train_in_run(
     split = dataset.split_rows(
         table, p.recipe.split, p.recipe.seed, strata, str(p.train_model.relation)
     )
+    if p.recipe.evaluation.holdout_contexts:
+        with steps.step("reading the holdout contexts"):
+            table, split = _with_holdout_contexts(settings, p, context, table, split)
+        y = dataset.vector(table, d.target)
+        t = dataset.vector(table, d.treatment) if d.treatment else None
     name = p.recipe.model.class_path.rsplit(".", 1)[-1]
     with steps.step(f"fitting {name} on {len(split.train):,} rows"):
         pre, estimator, train_cols = _fit(p, table, split, y, t)
+    propensity = _known_propensity(table, t, p) if t is not None else None
     with steps.step(f"evaluating on {len(split.test):,} held-out rows"):
-        test_cols, score, ev = _evaluate(p, table, split, y, t, pre, estimator)
+        test_cols, score, ev = _evaluate(p, table, split, y, t, pre, estimator, propensity)
+    decision = None
+    if gate.alias and t is not None and propensity is not None:
+        with steps.step(f"comparing with @{gate.alias}"):
+            decision = _decide(p, table, split, y, t, propensity, score, ev, gate)
+        mlflow.set_tags(decision.tags())
     rows = {"population": table.num_rows, "train": len(split.train), "test": len(split.test)}
     with steps.step("logging to MLflow"):
         mlflow.log_metrics(ev.metrics)
@@ -159,12 +206,17 @@ def _train_in_run(
         artifacts.texts["schema/reference_profile.json"] = json.dumps(
             reference_profile(train_cols, artifacts.schema.features)
         )
+        if "policy_curve" in ev.tables:
+            artifacts.texts[registry.POLICY_CURVE] = json.dumps(
+                _policy_curve_rows(ev.tables["policy_curve"], len(split.test))
+            )
+        artifacts.texts["report/report.html"] = _report(p, ev, decision)
         model_uri = registry.log_model(artifacts)
-    return Fitted(ev.metrics, rows, model_uri)
+    return Fitted(ev.metrics, rows, model_uri, decision)
 
 
 def _read_population(
-    settings: Settings, p: Plan, context: dict[str, Any], steps: Steps
+    settings: Settings, p: Plan, context: dict[str, Any], steps: Steps, extra: list[str]
 ) -> pa.Table:
     from ml.warehouse import connect
 
@@ -180,7 +232,51 @@ def _read_population(
             )
         expected = {c: p.kinds[c] for c in p.train_columns}
         contract.check_columns(wh.columns(relation), expected, str(relation))
-        return wh.read_arrow(relation, p.train_columns, filters)
+        # the alias holder's features, to score the same held-out rows (where the model has them)
+        columns = list(dict.fromkeys([*p.train_columns, *(c for c in extra if c in p.kinds)]))
+        return wh.read_arrow(relation, columns, filters)
+
+
+def _with_holdout_contexts(
+    settings: Settings, p: Plan, context: dict[str, Any], table: pa.Table, split: Split
+) -> tuple[pa.Table, Split]:
+    """The population plus the rows of each `evaluation.holdout_contexts` campaign, which join
+    the held-out rows only: the honest check that a model generalizes to the next campaign."""
+    import pyarrow as pa
+
+    from ml.dataset import Split
+    from ml.errors import RecipeError
+    from ml.recipe import coerce_context_value
+    from ml.warehouse import connect
+
+    where = f"{p.label}: evaluation.holdout_contexts"
+    filtered = [n for n in p.recipe.context if n in p.filter_columns]
+    if len(filtered) != 1:
+        raise RecipeError(f"{where}: needs exactly one context param applied as a filter")
+    param = filtered[0]
+    column = p.filter_columns[param]
+    parts = []
+    with connect(settings) as wh:
+        for raw in p.recipe.evaluation.holdout_contexts:
+            try:
+                value = coerce_context_value(p.recipe.context[param], raw)
+            except ValueError as exc:
+                raise RecipeError(f"{where}: {raw!r}: {exc}") from None
+            if value == context.get(param):
+                raise RecipeError(f"{where}: {value!r} is the training context itself")
+            part = wh.read_arrow(p.train_model.relation, table.column_names, {column: value})
+            label = f"{p.train_model.relation} ({param}={value!r})"
+            if part.num_rows == 0:
+                raise RecipeError(f"{where}: {value!r} has no rows in {p.train_model.relation}")
+            _check_contract(part, p, {param: value})
+            treated = pa.compute.sum(part.column(p.recipe.data.treatment or "")).as_py() or 0
+            if not 0 < treated < part.num_rows:
+                raise RecipeError(f"{where}: {label} has one treatment arm only (not randomized)")
+            parts.append(part.cast(table.schema))
+    n = table.num_rows
+    combined = pa.concat_tables([table, *parts])
+    held = np.concatenate([split.test, np.arange(n, combined.num_rows)])
+    return combined, Split(split.train, held)
 
 
 def _check_contract(table: pa.Table, p: Plan, context: dict[str, Any]) -> None:
@@ -233,6 +329,7 @@ def _evaluate(
     t: np.ndarray | None,
     pre: Preprocessor,
     estimator: Any,
+    propensity: np.ndarray | None,
 ) -> tuple[dict[str, Any], np.ndarray, Evaluation]:
     """Scores and metrics on the held-out rows."""
     from ml import dataset
@@ -256,8 +353,155 @@ def _evaluate(
         plots=p.recipe.evaluation.plots,
         feature_names=pre.feature_names,
         importances=feature_importances(estimator, X_test.shape[1]),
+        propensity=None if propensity is None else propensity[split.test],
+        spec=p.recipe.evaluation,
     )
     return test_cols, score, ev
+
+
+def _known_propensity(table: pa.Table, t: np.ndarray, p: Plan) -> np.ndarray:
+    """Each row's known treatment probability: the treated share of its campaign's whole
+    randomized population (the rows of its context), not a fitted propensity."""
+    import pyarrow.compute as pc
+
+    from ml.errors import ContractError
+
+    columns = list(p.filter_columns.values())
+    if not columns:
+        groups = np.zeros(len(t), dtype=np.int64)
+    else:
+        keys = [pc.cast(table.column(c), "string").to_numpy(zero_copy_only=False) for c in columns]
+        _, groups = np.unique(np.stack(keys, axis=1).astype(str), axis=0, return_inverse=True)
+        groups = groups.ravel()
+    share = np.bincount(groups, weights=t) / np.bincount(groups)
+    if np.any((share <= 0) | (share >= 1)):
+        raise ContractError(
+            f"{p.train_model.relation}: a context has one treatment arm only: its assignment "
+            "was not randomized, so no held-out effect can be estimated"
+        )
+    return np.asarray(share[groups], dtype=np.float64)
+
+
+def _decide(
+    p: Plan,
+    table: pa.Table,
+    split: Split,
+    y: np.ndarray,
+    t: np.ndarray,
+    propensity: np.ndarray,
+    score: np.ndarray,
+    ev: Evaluation,
+    gate: _Gate,
+) -> Decision:
+    """The promotion gate on the held-out rows: this model against the alias's holder."""
+    from ml import dataset, policy, promotion
+
+    spec, alias = p.recipe.evaluation, str(gate.alias)
+    metric = f"policy_gain_at_{policy.share_label(spec.decision_share)}"
+    rule = p.recipe.promotion.rule
+    if gate.holder is None:
+        ci = (
+            ev.metrics.get(f"{metric}_ci_low", np.nan),
+            ev.metrics.get(f"{metric}_ci_high", np.nan),
+        )
+        return promotion.first(metric, ev.metrics.get(metric, np.nan), ci, rule, alias)
+    holder = gate.holder
+    missing = [f for f in holder.model.schema.features if f not in table.column_names]
+    if missing:
+        raise TrainingError(
+            f"@{alias} (version {holder.version}) uses column '{missing[0]}', which "
+            f"{p.train_model.relation} no longer has: the two cannot be compared "
+            "(--force-alias moves the alias without comparing)"
+        )
+    cols = dataset.feature_columns(table, list(holder.model.schema.features), split.test)
+    champion = holder.model.predict_columns(cols)
+    rows = split.test
+    c = policy.compare_policies(
+        y[rows], t[rows], propensity[rows], score, champion, spec.decision_share,
+        spec.bootstrap_replicates, spec.bootstrap_seed,
+    )  # fmt: skip
+    return promotion.decide(
+        alias=alias,
+        rule=rule,
+        metric=metric,
+        challenger=c.a,
+        challenger_ci=c.a_ci,
+        champion=c.b,
+        champion_ci=c.b_ci,
+        champion_version=holder.version,
+        difference=c.diff,
+        difference_ci=(c.diff_ci_low, c.diff_ci_high),
+        force=gate.force,
+    )
+
+
+def _active_run_id() -> str:
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run else ""
+
+
+def _policy_curve_rows(curve: list[dict[str, Any]], n_holdout: int) -> list[dict[str, Any]]:
+    """The fine policy curve as `ml score` publishes it (`<recipe>__policy`)."""
+    return [
+        {
+            "share": row["share"],
+            "incremental_per_customer": row["gain"],
+            "incremental_ci_low": row["gain_ci_low"],
+            "incremental_ci_high": row["gain_ci_high"],
+            "random_per_customer": row["random_gain"],
+            "random_ci_low": row["random_ci_low"],
+            "random_ci_high": row["random_ci_high"],
+            "n_holdout": n_holdout,
+        }
+        for row in curve
+    ]
+
+
+def _report(p: Plan, ev: Evaluation, decision: Decision | None) -> str:
+    """The run's HTML report: metrics with intervals, the figures, the policy table, the gate."""
+    from ml import report
+
+    metrics = {
+        name: (value, ev.metrics.get(f"{name}_ci_low"), ev.metrics.get(f"{name}_ci_high"))
+        for name, value in ev.metrics.items()
+        if not name.endswith(("_ci_low", "_ci_high"))
+    }
+    shares = (ev.tables.get("policy_value") or {}).get("shares") or []
+    policy_rows = [
+        report.PolicyRow(
+            r["share"], r["gain"], r["gain_ci_low"], r["gain_ci_high"], r["random_gain"]
+        )
+        for r in shares
+    ]
+    comparison = None
+    if decision is not None:
+        comparison = report.ChampionComparison(
+            metric=decision.metric,
+            challenger=(decision.challenger, *decision.challenger_ci),
+            rule=decision.rule,
+            reason=decision.reason,
+            promoted=decision.promoted,
+            champion=None
+            if decision.champion is None or decision.champion_ci is None
+            else (decision.champion, *decision.champion_ci),
+            difference=None
+            if decision.difference is None or decision.difference_ci is None
+            else (decision.difference, *decision.difference_ci),
+            champion_name=f"version {decision.champion_version}",
+        )
+    data = report.ReportData(
+        title=f"{p.recipe.name}: {p.recipe.model.class_path.rsplit('.', 1)[-1]}",
+        task=p.task,
+        run_id=_active_run_id(),
+        details={"training relation": str(p.train_model.relation)},
+        metrics=metrics,
+        plots=ev.plots,
+        policy=policy_rows,
+        comparison=comparison,
+    )
+    return report.render_report(data)
 
 
 def _kinds(p: Plan) -> dict[str, str]:

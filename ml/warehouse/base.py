@@ -96,9 +96,17 @@ class Warehouse(Protocol):
         ...
 
     def slice_writer(
-        self, schema: str, name: str, slice_: Filters, constants: Constants
+        self,
+        schema: str,
+        name: str,
+        slice_: Filters,
+        constants: Constants,
+        *,
+        current: bool = True,
     ) -> SliceWriter:
-        """A writer replacing the rows of `<schema>.<name>` that match `slice_`."""
+        """A writer replacing the rows of `<schema>.<name>` that match `slice_`; with `current`,
+        `<name>__current` shows the slice written last per value of `slice_`'s keys other than
+        run_id."""
         ...
 
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:

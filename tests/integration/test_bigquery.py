@@ -214,7 +214,11 @@ def test_rescoring_is_idempotent_and_leaves_no_staging_tables(
     assert after["at"] >= before["at"]
     with _client(bq_env) as client:
         tables = [t.table_id for t in client.list_tables(f"{PROJECT}.predictions", timeout=30)]
-    assert tables == ["xgboost_x_learner", "xgboost_x_learner__current"]  # no staging left
+    assert tables == [  # no staging table left
+        "xgboost_x_learner",
+        "xgboost_x_learner__current",
+        "xgboost_x_learner__policy",
+    ]
     current = _rows(
         bq_env,
         f"select count(*) as n, min(run_id) as lo, max(run_id) as hi from `{SCORES}__current`",

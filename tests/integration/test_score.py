@@ -149,7 +149,9 @@ def test_crash_between_batches_leaves_previous_scores(
         visible = con.execute(f"select count(*) from {TABLE}").fetchone()[0]
     names = {"xgboost_x_learner", "conversion_xgb", "causal_forest", "no_score_default"}
     derived = {f"_{n}__scores" for n in names} | {f"_{n}__slices" for n in names}
-    assert tables <= names | derived | {f"{n}__current" for n in names}
+    derived |= {f"_{n}__policy__scores" for n in names} | {f"_{n}__policy__slices" for n in names}
+    views = {f"{n}__current" for n in names} | {f"{n}__policy" for n in names}
+    assert tables <= names | derived | views
     assert leftovers == 0 and stored == visible
 
 

@@ -422,8 +422,10 @@ def test_cli_prints_a_metrics_table_and_sets_the_alias(fresh_store: str) -> None
     assert "model xgboost_x_learner version 1 (@challenger)" in out
     run_id = re.search(r"^run\s+([0-9a-f]{32})$", out, re.M)
     assert run_id, out
-    table = dict(re.findall(r"^  (\w+)\s+(-?\d+\.\d{4})$", out, re.M))
-    assert set(table) == {
+    interval = r"\[(-?\d+\.\d{4}), (-?\d+\.\d{4})\]"
+    rows = re.findall(rf"^  (\w+)\s+(-?\d+\.\d{{4}})  {interval}$", out, re.M)
+    table = {name: (float(v), float(lo), float(hi)) for name, v, lo, hi in rows}
+    assert {
         "qini_coefficient",
         "auuc_normalized",
         "uplift_at_10",
@@ -431,7 +433,11 @@ def test_cli_prints_a_metrics_table_and_sets_the_alias(fresh_store: str) -> None
         "uplift_at_30",
         "ate_estimated",
         "ate_observed",
-    }
+        "policy_gain_at_30",
+        "random_gain_at_30",
+        "treat_all_gain",
+    } <= set(table)
+    assert all(lo <= v <= hi for v, lo, hi in table.values()), table
     version = _client(fresh_store).get_model_version_by_alias("xgboost_x_learner", "challenger")
     assert str(version.version) == "1"
     assert version.run_id == run_id.group(1)

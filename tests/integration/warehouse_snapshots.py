@@ -31,7 +31,7 @@ def fresh_copy(pristine: Path, folder: Path) -> Path:
 def contents(path: Path | str) -> dict:
     """What a refused or killed command must leave as it was: every table dbt can see, and per
     score relation (the predictions schema's views; `_`-prefixed tables hold their slices) its
-    row count and latest scored_at."""
+    row count and latest scored_at (a policy curve: its latest run id)."""
     with duckdb.connect(str(path)) as con:
         tables = sorted(
             con.execute(
@@ -40,7 +40,8 @@ def contents(path: Path | str) -> dict:
         )
         scores = {
             name: con.execute(
-                f'select count(*), max(scored_at) from predictions."{name}"'
+                f"select count(*), max({'run_id' if name.endswith('__policy') else 'scored_at'}) "
+                f'from predictions."{name}"'
             ).fetchone()
             for schema, name, _ in tables
             if schema == "predictions" and not name.startswith("_")

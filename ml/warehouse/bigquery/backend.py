@@ -63,9 +63,15 @@ class BigQueryWarehouse:
         return read.count_query_rows(self.bq, sql, filters)
 
     def slice_writer(
-        self, schema: str, name: str, slice_: Filters, constants: Constants
+        self,
+        schema: str,
+        name: str,
+        slice_: Filters,
+        constants: Constants,
+        *,
+        current: bool = True,
     ) -> write.BigQuerySliceWriter:
-        return write.BigQuerySliceWriter(self.bq, schema, name, slice_, constants)
+        return write.BigQuerySliceWriter(self.bq, schema, name, slice_, constants, current=current)
 
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         write.replace_tables(self.bq, schema, tables)

@@ -92,8 +92,11 @@ class BigQuerySliceWriter:
         name: str,
         slice_: Mapping[str, Any],
         constants: Mapping[str, tuple[Any, Any]],
+        *,
+        current: bool = True,
     ) -> None:
         self.bq, self.dataset, self.name = bq, checked_ident(dataset), checked_ident(name)
+        self.with_current = current
         self.slice, self.constants = dict(slice_), dict(constants)
         self.table_id = f"{bq.project}.{self.dataset}.{self.name}"
         self.rows = 0
@@ -163,7 +166,8 @@ class BigQuerySliceWriter:
                         f"{self.rows}; nothing was replaced"
                     )
                 bq.query(*self._merge(staging, names))
-                bq.query(self._current_view(), [])
+                if self.with_current:
+                    bq.query(self._current_view(), [])
             finally:
                 bq.client.delete_table(
                     staging, not_found_ok=True, retry=bq.retry, timeout=bq.timeout

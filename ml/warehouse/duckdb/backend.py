@@ -67,9 +67,15 @@ class DuckDBWarehouse:
         return read.count_query_rows(self.con, sql, filters)
 
     def slice_writer(
-        self, schema: str, name: str, slice_: Filters, constants: Constants
+        self,
+        schema: str,
+        name: str,
+        slice_: Filters,
+        constants: Constants,
+        *,
+        current: bool = True,
     ) -> write.DuckDBSliceWriter:
-        return write.DuckDBSliceWriter(self.con, schema, name, slice_, constants)
+        return write.DuckDBSliceWriter(self.con, schema, name, slice_, constants, current=current)
 
     def replace_tables(self, schema: str, tables: Mapping[str, pa.Table]) -> None:
         write.replace_tables(self.con, schema, tables)

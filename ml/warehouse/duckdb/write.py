@@ -49,8 +49,11 @@ class DuckDBSliceWriter:
         name: str,
         slice_: Mapping[str, Any],
         constants: Mapping[str, tuple[Any, Any]],
+        *,
+        current: bool = True,
     ) -> None:
         self.schema, self.name, self.slice = schema, name, dict(slice_)
+        self.with_current = current
         self.constants = dict(constants)
         self.view = f"{q(schema)}.{q(name)}"
         self.current = f"{q(schema)}.{q(name + CURRENT_SUFFIX)}"
@@ -214,6 +217,8 @@ class DuckDBSliceWriter:
             f"on s.slice_id = m.slice_id where m.state = '{LIVE}'"
         )
         self._con.execute(f"create or replace view {self.view} as {joined}")
+        if not self.with_current:
+            return
         context = [c for c in self.slice if c != "run_id"]
         same = "".join(f" and latest.{q(c)} is not distinct from m.{q(c)}" for c in context)
         self._con.execute(
