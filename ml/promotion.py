@@ -13,11 +13,20 @@ A refused promotion still registers the version, without the alias.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ml import registry
-from ml.errors import RunNotFoundError
+from ml.errors import RunNotFoundError, TrainingError
 from ml.model import ScoringModel
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.dataset import Split
+    from ml.evaluate import Evaluation
+    from ml.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -129,4 +138,58 @@ def decide(
         difference,
         difference_ci,
         forced=force and not promoted,
+    )
+
+
+def compare_on_held_out(
+    p: Plan,
+    table: pa.Table,
+    split: Split,
+    y: np.ndarray,
+    t: np.ndarray,
+    propensity: np.ndarray,
+    score: np.ndarray,
+    ev: Evaluation,
+    alias: str,
+    holder: Holder | None,
+    force: bool,
+) -> Decision:
+    """The gate on the held-out rows: this model against the alias's holder (or the first)."""
+    from ml import dataset, policy
+
+    spec = p.recipe.evaluation
+    metric = f"policy_gain_at_{policy.share_label(spec.decision_share)}"
+    rule = p.recipe.promotion.rule
+    if holder is None:
+        ci = (
+            ev.metrics.get(f"{metric}_ci_low", np.nan),
+            ev.metrics.get(f"{metric}_ci_high", np.nan),
+        )
+        return first(metric, ev.metrics.get(metric, np.nan), ci, rule, alias)
+    missing = [f for f in holder.model.schema.features if f not in table.column_names]
+    if missing:
+        raise TrainingError(
+            f"@{alias} (version {holder.version}) uses column '{missing[0]}', which "
+            f"{p.train_model.relation} no longer has: the two cannot be compared "
+            "(--force-alias moves the alias without comparing)"
+        )
+    cols = dataset.feature_columns(table, list(holder.model.schema.features), split.test)
+    champion = holder.model.predict_columns(cols)
+    rows = split.test
+    c = policy.compare_policies(
+        y[rows], t[rows], propensity[rows], score, champion, spec.decision_share,
+        spec.bootstrap_replicates, spec.bootstrap_seed,
+    )  # fmt: skip
+    return decide(
+        alias=alias,
+        rule=rule,
+        metric=metric,
+        challenger=c.a,
+        challenger_ci=c.a_ci,
+        champion=c.b,
+        champion_ci=c.b_ci,
+        champion_version=holder.version,
+        difference=c.diff,
+        difference_ci=(c.diff_ci_low, c.diff_ci_high),
+        force=force,
     )

@@ -159,7 +159,7 @@ def _train_in_run(
     """Read, check, split, fit, evaluate and log, inside the active MLflow run."""
     import mlflow
 
-    from ml import dataset
+    from ml import dataset, heldout, promotion
 
     extra = list(gate.holder.model.schema.features) if gate.holder else []
     table = _read_population(settings, p, context, steps, extra)
@@ -167,7 +167,7 @@ def _train_in_run(
     compiling = _background(_compiled_sql, project, p, dbt_vars)
     d = p.recipe.data
     with steps.step("checking the data contract"):
-        _check_contract(table, p, context)
+        heldout.check_population(table, p, context)
     table = dataset.in_key_order(table, list(d.entity_keys))  # keys are unique: a total order
     y = dataset.vector(table, d.target)
     t = dataset.vector(table, d.treatment) if d.treatment else None
@@ -177,42 +177,67 @@ def _train_in_run(
     )
     if p.recipe.evaluation.holdout_contexts:
         with steps.step("reading the holdout contexts"):
-            table, split = _with_holdout_contexts(settings, p, context, table, split)
+            table, split = heldout.with_holdout_contexts(settings, p, context, table, split)
         y = dataset.vector(table, d.target)
         t = dataset.vector(table, d.treatment) if d.treatment else None
     name = p.recipe.model.class_path.rsplit(".", 1)[-1]
     with steps.step(f"fitting {name} on {len(split.train):,} rows"):
         pre, estimator, train_cols = _fit(p, table, split, y, t)
-    propensity = _known_propensity(table, t, p) if t is not None else None
+    propensity = heldout.known_propensity(table, t, p) if t is not None else None
     with steps.step(f"evaluating on {len(split.test):,} held-out rows"):
         test_cols, score, ev = _evaluate(p, table, split, y, t, pre, estimator, propensity)
     decision = None
     if gate.alias and t is not None and propensity is not None:
         with steps.step(f"comparing with @{gate.alias}"):
-            decision = _decide(p, table, split, y, t, propensity, score, ev, gate)
+            decision = promotion.compare_on_held_out(
+                p, table, split, y, t, propensity, score, ev, gate.alias, gate.holder, gate.force
+            )
         mlflow.set_tags(decision.tags())
     rows = {"population": table.num_rows, "train": len(split.train), "test": len(split.test)}
     with steps.step("logging to MLflow"):
-        mlflow.log_metrics(ev.metrics)
-        mlflow.log_metrics({f"rows_{k}": float(v) for k, v in rows.items()})
-        artifacts = _artifacts(settings, p, pre, estimator, ev, compiling.result())
-        artifacts.tables["evaluation/test_predictions.parquet"] = _test_predictions(
-            p, table, split.test, score
-        )
-        artifacts.example = test_cols
-        from ml.drift import reference_profile
-
-        # the training distribution batch scoring measures drift against
-        artifacts.texts["schema/reference_profile.json"] = json.dumps(
-            reference_profile(train_cols, artifacts.schema.features)
-        )
-        if "policy_curve" in ev.tables:
-            artifacts.texts[registry.POLICY_CURVE] = json.dumps(
-                _policy_curve_rows(ev.tables["policy_curve"], len(split.test))
-            )
-        artifacts.texts["report/report.html"] = _report(p, ev, decision)
-        model_uri = registry.log_model(artifacts)
+        model_uri = _log_run(
+            settings, p, table, split, (pre, estimator), ev, decision, compiling, rows,
+            (train_cols, test_cols, score),
+        )  # fmt: skip
     return Fitted(ev.metrics, rows, model_uri, decision)
+
+
+def _log_run(
+    settings: Settings,
+    p: Plan,
+    table: pa.Table,
+    split: Split,
+    fitted: tuple[Preprocessor, Any],
+    ev: Evaluation,
+    decision: Decision | None,
+    compiling: Future[str],
+    rows: dict[str, int],
+    columns: tuple[dict[str, Any], dict[str, Any], np.ndarray],
+) -> str:
+    """Metrics, artifacts, the policy curve, the report and the model; its model URI."""
+    import mlflow
+
+    from ml import run_report
+    from ml.drift import reference_profile
+
+    (pre, estimator), (train_cols, test_cols, score) = fitted, columns
+    mlflow.log_metrics(ev.metrics)
+    mlflow.log_metrics({f"rows_{k}": float(v) for k, v in rows.items()})
+    artifacts = _artifacts(settings, p, pre, estimator, ev, compiling.result())
+    artifacts.tables["evaluation/test_predictions.parquet"] = _test_predictions(
+        p, table, split.test, score
+    )
+    artifacts.example = test_cols
+    # the training distribution batch scoring measures drift against
+    artifacts.texts["schema/reference_profile.json"] = json.dumps(
+        reference_profile(train_cols, artifacts.schema.features)
+    )
+    if "policy_curve" in ev.tables:
+        artifacts.texts[registry.POLICY_CURVE] = json.dumps(
+            run_report.policy_curve_rows(ev.tables["policy_curve"], len(split.test))
+        )
+    artifacts.texts["report/report.html"] = run_report.render(p, ev, decision)
+    return registry.log_model(artifacts)
 
 
 def _read_population(
@@ -235,58 +260,6 @@ def _read_population(
         # the alias holder's features, to score the same held-out rows (where the model has them)
         columns = list(dict.fromkeys([*p.train_columns, *(c for c in extra if c in p.kinds)]))
         return wh.read_arrow(relation, columns, filters)
-
-
-def _with_holdout_contexts(
-    settings: Settings, p: Plan, context: dict[str, Any], table: pa.Table, split: Split
-) -> tuple[pa.Table, Split]:
-    """The population plus the rows of each `evaluation.holdout_contexts` campaign, which join
-    the held-out rows only: the honest check that a model generalizes to the next campaign."""
-    import pyarrow as pa
-
-    from ml.dataset import Split
-    from ml.errors import RecipeError
-    from ml.recipe import coerce_context_value
-    from ml.warehouse import connect
-
-    where = f"{p.label}: evaluation.holdout_contexts"
-    filtered = [n for n in p.recipe.context if n in p.filter_columns]
-    if len(filtered) != 1:
-        raise RecipeError(f"{where}: needs exactly one context param applied as a filter")
-    param = filtered[0]
-    column = p.filter_columns[param]
-    parts = []
-    with connect(settings) as wh:
-        for raw in p.recipe.evaluation.holdout_contexts:
-            try:
-                value = coerce_context_value(p.recipe.context[param], raw)
-            except ValueError as exc:
-                raise RecipeError(f"{where}: {raw!r}: {exc}") from None
-            if value == context.get(param):
-                raise RecipeError(f"{where}: {value!r} is the training context itself")
-            part = wh.read_arrow(p.train_model.relation, table.column_names, {column: value})
-            label = f"{p.train_model.relation} ({param}={value!r})"
-            if part.num_rows == 0:
-                raise RecipeError(f"{where}: {value!r} has no rows in {p.train_model.relation}")
-            _check_contract(part, p, {param: value})
-            treated = pa.compute.sum(part.column(p.recipe.data.treatment or "")).as_py() or 0
-            if not 0 < treated < part.num_rows:
-                raise RecipeError(f"{where}: {label} has one treatment arm only (not randomized)")
-            parts.append(part.cast(table.schema))
-    n = table.num_rows
-    combined = pa.concat_tables([table, *parts])
-    held = np.concatenate([split.test, np.arange(n, combined.num_rows)])
-    return combined, Split(split.train, held)
-
-
-def _check_contract(table: pa.Table, p: Plan, context: dict[str, Any]) -> None:
-    d, relation = p.recipe.data, str(p.train_model.relation)
-    contract.check_not_empty(table, relation, context)
-    contract.check_keys(table, d.entity_keys, relation)
-    contract.check_target(table, d.target, p.task, relation)
-    contract.check_feature_values(table, _kinds(p), relation)
-    if d.treatment:
-        contract.check_treatment(table, d.treatment, relation)
 
 
 def _fit(
@@ -357,151 +330,6 @@ def _evaluate(
         spec=p.recipe.evaluation,
     )
     return test_cols, score, ev
-
-
-def _known_propensity(table: pa.Table, t: np.ndarray, p: Plan) -> np.ndarray:
-    """Each row's known treatment probability: the treated share of its campaign's whole
-    randomized population (the rows of its context), not a fitted propensity."""
-    import pyarrow.compute as pc
-
-    from ml.errors import ContractError
-
-    columns = list(p.filter_columns.values())
-    if not columns:
-        groups = np.zeros(len(t), dtype=np.int64)
-    else:
-        keys = [pc.cast(table.column(c), "string").to_numpy(zero_copy_only=False) for c in columns]
-        _, groups = np.unique(np.stack(keys, axis=1).astype(str), axis=0, return_inverse=True)
-        groups = groups.ravel()
-    share = np.bincount(groups, weights=t) / np.bincount(groups)
-    if np.any((share <= 0) | (share >= 1)):
-        raise ContractError(
-            f"{p.train_model.relation}: a context has one treatment arm only: its assignment "
-            "was not randomized, so no held-out effect can be estimated"
-        )
-    return np.asarray(share[groups], dtype=np.float64)
-
-
-def _decide(
-    p: Plan,
-    table: pa.Table,
-    split: Split,
-    y: np.ndarray,
-    t: np.ndarray,
-    propensity: np.ndarray,
-    score: np.ndarray,
-    ev: Evaluation,
-    gate: _Gate,
-) -> Decision:
-    """The promotion gate on the held-out rows: this model against the alias's holder."""
-    from ml import dataset, policy, promotion
-
-    spec, alias = p.recipe.evaluation, str(gate.alias)
-    metric = f"policy_gain_at_{policy.share_label(spec.decision_share)}"
-    rule = p.recipe.promotion.rule
-    if gate.holder is None:
-        ci = (
-            ev.metrics.get(f"{metric}_ci_low", np.nan),
-            ev.metrics.get(f"{metric}_ci_high", np.nan),
-        )
-        return promotion.first(metric, ev.metrics.get(metric, np.nan), ci, rule, alias)
-    holder = gate.holder
-    missing = [f for f in holder.model.schema.features if f not in table.column_names]
-    if missing:
-        raise TrainingError(
-            f"@{alias} (version {holder.version}) uses column '{missing[0]}', which "
-            f"{p.train_model.relation} no longer has: the two cannot be compared "
-            "(--force-alias moves the alias without comparing)"
-        )
-    cols = dataset.feature_columns(table, list(holder.model.schema.features), split.test)
-    champion = holder.model.predict_columns(cols)
-    rows = split.test
-    c = policy.compare_policies(
-        y[rows], t[rows], propensity[rows], score, champion, spec.decision_share,
-        spec.bootstrap_replicates, spec.bootstrap_seed,
-    )  # fmt: skip
-    return promotion.decide(
-        alias=alias,
-        rule=rule,
-        metric=metric,
-        challenger=c.a,
-        challenger_ci=c.a_ci,
-        champion=c.b,
-        champion_ci=c.b_ci,
-        champion_version=holder.version,
-        difference=c.diff,
-        difference_ci=(c.diff_ci_low, c.diff_ci_high),
-        force=gate.force,
-    )
-
-
-def _active_run_id() -> str:
-    import mlflow
-
-    run = mlflow.active_run()
-    return run.info.run_id if run else ""
-
-
-def _policy_curve_rows(curve: list[dict[str, Any]], n_holdout: int) -> list[dict[str, Any]]:
-    """The fine policy curve as `ml score` publishes it (`<recipe>__policy`)."""
-    return [
-        {
-            "share": row["share"],
-            "incremental_per_customer": row["gain"],
-            "incremental_ci_low": row["gain_ci_low"],
-            "incremental_ci_high": row["gain_ci_high"],
-            "random_per_customer": row["random_gain"],
-            "random_ci_low": row["random_ci_low"],
-            "random_ci_high": row["random_ci_high"],
-            "n_holdout": n_holdout,
-        }
-        for row in curve
-    ]
-
-
-def _report(p: Plan, ev: Evaluation, decision: Decision | None) -> str:
-    """The run's HTML report: metrics with intervals, the figures, the policy table, the gate."""
-    from ml import report
-
-    metrics = {
-        name: (value, ev.metrics.get(f"{name}_ci_low"), ev.metrics.get(f"{name}_ci_high"))
-        for name, value in ev.metrics.items()
-        if not name.endswith(("_ci_low", "_ci_high"))
-    }
-    shares = (ev.tables.get("policy_value") or {}).get("shares") or []
-    policy_rows = [
-        report.PolicyRow(
-            r["share"], r["gain"], r["gain_ci_low"], r["gain_ci_high"], r["random_gain"]
-        )
-        for r in shares
-    ]
-    comparison = None
-    if decision is not None:
-        comparison = report.ChampionComparison(
-            metric=decision.metric,
-            challenger=(decision.challenger, *decision.challenger_ci),
-            rule=decision.rule,
-            reason=decision.reason,
-            promoted=decision.promoted,
-            champion=None
-            if decision.champion is None or decision.champion_ci is None
-            else (decision.champion, *decision.champion_ci),
-            difference=None
-            if decision.difference is None or decision.difference_ci is None
-            else (decision.difference, *decision.difference_ci),
-            champion_name=f"version {decision.champion_version}",
-        )
-    data = report.ReportData(
-        title=f"{p.recipe.name}: {p.recipe.model.class_path.rsplit('.', 1)[-1]}",
-        task=p.task,
-        run_id=_active_run_id(),
-        details={"training relation": str(p.train_model.relation)},
-        metrics=metrics,
-        plots=ev.plots,
-        policy=policy_rows,
-        comparison=comparison,
-    )
-    return report.render_report(data)
 
 
 def _kinds(p: Plan) -> dict[str, str]:

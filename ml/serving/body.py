@@ -66,6 +66,23 @@ class _ParsedRequest(Request):
         return self.parsed
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: with a duplicate, which value counts would be
+    the parser's choice, so it is refused, as the project's reader refuses it in files."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return out
+
+
 def read_json(data: bytes) -> Any:
     """The body as JSON: UTF-8 only (400 otherwise, as FastAPI answers), syntax errors as
     FastAPI's `json_invalid` 422."""
@@ -74,7 +91,9 @@ def read_json(data: bytes) -> Any:
     except ContractError as exc:  # not UTF-8, or a NUL byte (never valid JSON either)
         raise HTTPException(400, "There was an error parsing the body") from exc
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        where, problem = 0, f"duplicate key {str(exc)[:80]!r} (each key once)"
     except json.JSONDecodeError as exc:
         where, problem = exc.pos, exc.msg
     except RecursionError:

@@ -269,6 +269,21 @@ CASES = [
         *VALIDATE, setup=recipe("conversion_xgb", "model.params.max_dept", 4)),
     cli("recipe", "int-beyond-32-bits", 2, r"model\.params\.n_estimators: 1099511627776 is outside the 32-bit integer range",
         *VALIDATE, setup=recipe("conversion_xgb", "model.params.n_estimators", 2**40)),
+    cli("recipe", "policy-share-outside-0-1", 2, r"bad\.yaml: evaluation\.policy_shares: Policy shares outside \(0, 1\]",
+        *VALIDATE, setup=recipe(RECIPE, "evaluation", {"policy_shares": [0.3, 1.5]})),
+    cli("recipe", "holdout-is-the-training-context", 2,
+        r"evaluation\.holdout_contexts: 'cmp_2026_09' is the training context itself",
+        *TRAIN, setup=lambda b: (recipe(RECIPE, "evaluation", {"holdout_contexts": ["cmp_2026_09"]})(b),
+                                 b.env(**b.train_store))),
+    cli("recipe", "holdout-without-rows", 2,
+        r"evaluation\.holdout_contexts: 'cmp_1999_01' has no rows in .*train_uplift",
+        *TRAIN, setup=lambda b: (recipe(RECIPE, "evaluation", {"holdout_contexts": ["cmp_1999_01"]})(b),
+                                 b.env(**b.train_store))),
+    cli("recipe", "holdout-not-randomized", 2,
+        r"evaluation\.holdout_contexts: .*campaign_id='cmp_2026_06'.* has one treatment arm only \(not randomized\)",
+        *TRAIN, setup=lambda b: (recipe(RECIPE, "evaluation", {"holdout_contexts": ["cmp_2026_06"]})(b),
+                                 data("update analytics_loaders.train_uplift set treatment = 1 "
+                                      "where campaign_id = 'cmp_2026_06'", training=True)(b))),
     cli("recipe", "context-default-wrong-type", 2,
         r"context\.campaign_id\.default: expected a string, got int 202609",
         *VALIDATE, setup=recipe(RECIPE, "context.campaign_id.default", 202609)),
@@ -435,9 +450,10 @@ CASES = [
     api("fraction-for-int", 422, r"int_type at body\.records\.0\.recency_days", json={"records": [{"recency_days": 5.5}]}),
     api("number-for-string", 422, r"string_type at body\.records\.0\.region", json={"records": [{"region": 3}]}),
     api("string-for-number", 422, r"float_type at body\.records\.0\.monetary_30d", json={"records": [{"monetary_30d": "1.5"}]}),
-    api("nan", 422, r"finite_number at body\.records\.0\.monetary_30d", raw='{"records": [{RECORD, "monetary_30d": NaN}]}'),
+    api("nan", 422, r"finite_number at body\.records\.0\.monetary_30d", raw='{"records": [{RECORD-monetary_30d, "monetary_30d": NaN}]}'),
     api("overflow-to-infinity", 422, r"finite_number at body\.records\.0\.monetary_30d",
-        raw='{"records": [{RECORD, "monetary_30d": 1e999}]}'),
+        raw='{"records": [{RECORD-monetary_30d, "monetary_30d": 1e999}]}'),
+    api("duplicate-key", 422, r"json_invalid at body\.0$", raw='{"records": [{RECORD, "monetary_30d": 1.0}]}'),
     api("int-beyond-2**53", 422, r"less_than_equal at body\.records\.0\.age", json={"records": [{"age": 2**53}]}),
     api("int-below-minus-2**53", 422, r"greater_than_equal at body\.records\.0\.age", json={"records": [{"age": -(2**53)}]}),
     api("unknown-field", 422, r"extra_forbidden at body\.records\.0\.shoe_size", json={"records": [{"shoe_size": 42}]}),
@@ -578,9 +594,15 @@ def _call_api(case: Case, apps: dict[str, Any], record: dict[str, Any]) -> tuple
         spec["content"] = json.dumps(body)
         headers.setdefault("Content-Type", "application/json")
     elif "raw" in spec:
-        raw = spec.pop("raw")  # {RECORD, ...} starts from the valid record
+        raw = spec.pop("raw")  # {RECORD, ...} starts from the valid record, {RECORD-x, ...} without x
         if isinstance(raw, str):
-            raw = raw.replace("{RECORD, ", "{" + json.dumps(record)[1:-1] + ", ")
+            raw = re.sub(
+                r"\{RECORD(?:-(\w+))?, ",
+                lambda m: "{"
+                + json.dumps({k: v for k, v in record.items() if k != m.group(1)})[1:-1]
+                + ", ",
+                raw,
+            )
         spec["content"] = raw
         headers.setdefault("Content-Type", "application/json")
     response = client.request(spec.pop("method"), spec.pop("path"), headers=headers, **spec)

@@ -129,3 +129,16 @@ def test_policy_gain_covers_the_truth_and_beats_random(
     true_gain = held["true_uplift"].to_numpy()[top].sum() / len(held)
     assert m["policy_gain_at_30_ci_low"] <= true_gain <= m["policy_gain_at_30_ci_high"]
     assert m["policy_gain_at_30_ci_low"] > m["random_gain_at_30"]
+
+
+def test_holdout_contexts_join_the_held_out_rows(gate, tmp_path) -> None:
+    data = yaml.safe_load((ROOT / "recipes" / f"{RECIPE}.yaml").read_text())
+    data["evaluation"] = {"holdout_contexts": ["cmp_2026_06"]}
+    path = tmp_path / "with_holdout.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    plain = _train("--recipe", f"recipes/{RECIPE}.yaml")
+    held = _train("--recipe", str(path))
+    assert held["rows"]["train"] == plain["rows"]["train"]  # the holdout campaign never trains
+    assert held["rows"]["test"] > plain["rows"]["test"]  # it joins the held-out rows
+    m = held["metrics"]
+    assert m["policy_gain_at_30_ci_low"] <= m["policy_gain_at_30"] <= m["policy_gain_at_30_ci_high"]
