@@ -594,13 +594,17 @@ def _call_api(case: Case, apps: dict[str, Any], record: dict[str, Any]) -> tuple
         spec["content"] = json.dumps(body)
         headers.setdefault("Content-Type", "application/json")
     elif "raw" in spec:
-        raw = spec.pop("raw")  # {RECORD, ...} starts from the valid record, {RECORD-x, ...} without x
+        raw = spec.pop(
+            "raw"
+        )  # {RECORD, ...} starts from the valid record, {RECORD-x, ...} without x
         if isinstance(raw, str):
             raw = re.sub(
                 r"\{RECORD(?:-(\w+))?, ",
-                lambda m: "{"
-                + json.dumps({k: v for k, v in record.items() if k != m.group(1)})[1:-1]
-                + ", ",
+                lambda m: (
+                    "{"
+                    + json.dumps({k: v for k, v in record.items() if k != m.group(1)})[1:-1]
+                    + ", "
+                ),
                 raw,
             )
         spec["content"] = raw
