@@ -13,7 +13,6 @@ file beside the YAML and re-read the file under it, so none loses another's decl
 from __future__ import annotations
 
 import copy
-import fcntl
 import os
 import secrets
 import stat
@@ -28,6 +27,7 @@ import yaml
 
 from ml.config import Settings
 from ml.errors import ConfigError, RecipeError
+from ml.locks import wait_for_lock
 from ml.recipe import Recipe
 from ml.yamlio import read_yaml
 
@@ -364,22 +364,16 @@ def _locked(file: SourcesFile, timeout: float | None = None) -> Iterator[None]:
             f"{file.label}: cannot open its lock file {file.lock_path.name} ({exc.strerror or exc})"
         ) from None
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConfigError(
-                        f"{file.label}: still locked by another `ml score` after {timeout:g}s "
-                        f"(lock file {file.lock_path.name})"
-                    ) from None
-                time.sleep(_LOCK_POLL_SECONDS)
-            except OSError as exc:
-                raise ConfigError(
-                    f"{file.label}: cannot lock {file.lock_path.name} ({exc.strerror or exc})"
-                ) from None
+        busy = ConfigError(
+            f"{file.label}: still locked by another `ml score` after {timeout:g}s "
+            f"(lock file {file.lock_path.name})"
+        )
+        try:
+            wait_for_lock(fd, time.monotonic() + timeout, busy, _LOCK_POLL_SECONDS)
+        except OSError as exc:  # a file system without flock
+            raise ConfigError(
+                f"{file.label}: cannot lock {file.lock_path.name} ({exc.strerror or exc})"
+            ) from None
         yield
     finally:
         os.close(fd)  # releases the lock

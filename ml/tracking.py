@@ -119,20 +119,15 @@ def _first_use_lock(uri: str, timeout: float = 120.0) -> Iterator[None]:
     import fcntl
     import time
 
+    from ml.locks import wait_for_lock
+
     path = Path(uri.removeprefix("sqlite:///"))
     with open(path.with_name(path.name + ".lock"), "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TrackingError(
-                        f"{TRACKING}: {path} is being set up by another process for over "
-                        f"{timeout:g}s; retry when it has finished"
-                    ) from None
-                time.sleep(0.1)
+        busy = TrackingError(
+            f"{TRACKING}: {path} is being set up by another process for over "
+            f"{timeout:g}s; retry when it has finished"
+        )
+        wait_for_lock(handle, time.monotonic() + timeout, busy)
         try:
             yield
         finally:

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from refusals import refused, unblock  # tests/unit/refusals.py
 
 from ml.config import deep_merge, load_settings, redact
 from ml.errors import ConfigError
@@ -122,29 +121,10 @@ def test_redaction_hides_secrets_and_uri_passwords() -> None:
 
 
 def _refused(fn: Callable[[], Any], seconds: float = 5) -> str:
-    """The one-line ConfigError `fn` raises, failing (not hanging) if it takes over `seconds`."""
-    outcome: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["exc"] = exc
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds}s"
-    exc = outcome.get("exc")
-    assert isinstance(exc, ConfigError), f"expected ConfigError, got {exc!r}"
-    message = str(exc)
-    assert "\n" not in message and len(message) < 300, message
-    return message
+    return refused(fn, ConfigError, seconds)
 
 
-def _unblock(fifo: Path) -> None:
-    with contextlib.suppress(OSError):  # no reader left: ENXIO
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+_unblock = unblock
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])

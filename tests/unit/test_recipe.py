@@ -4,14 +4,14 @@ import contextlib
 import datetime as dt
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from refusals import refused  # tests/unit/refusals.py
 
-from ml.errors import ConfigError, RecipeError
+from ml.errors import ConfigError, MLError, RecipeError
 from ml.recipe import load_recipe, parse_context_params, recipe_from_dict, resolve_context
 
 DEMO = ["example_recipe", "xgboost_x_learner", "causal_forest", "conversion_xgb"]
@@ -92,25 +92,8 @@ def test_context_params_empty_is_empty() -> None:
 MINIMAL = "data: {train_model: a, score_model: b, entity_keys: [id], target: y}\nmodel: {class_path: a.B}\n"
 
 
-def _refused(fn: Callable[[], Any], error: type[Exception], seconds: float = 5) -> str:
-    """The one-line `error` that `fn` raises, failing (not hanging) if it takes over `seconds`."""
-    outcome: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["exc"] = exc
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds}s"
-    exc = outcome.get("exc")
-    assert isinstance(exc, error), f"expected {error.__name__}, got {exc!r}"
-    message = str(exc)
-    assert "\n" not in message and len(message) < 300, message
-    return message
+def _refused(fn: Callable[[], Any], error: type[MLError], seconds: float = 5) -> str:
+    return refused(fn, error, seconds)
 
 
 def test_recipe_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +8,9 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
+from refusals import refused, unblock  # tests/unit/refusals.py
 
-from ml.errors import ConfigError, MLError, RecipeError
+from ml.errors import RecipeError
 from ml.textio import (
     MAX_ALIASES,
     MAX_DEPTH,
@@ -25,33 +24,6 @@ from ml.textio import (
 from ml.yamlio import format_validation_error, read_yaml
 
 HUGE = "x" * 100_000  # a 100 KB value: every message quoting it must stay one short line
-
-
-def refused(fn: Callable[[], Any], error: type[MLError] = ConfigError, seconds: float = 5) -> str:
-    """The one-line message `fn` raises, failing (not hanging) if it takes over `seconds`."""
-    outcome: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["exc"] = exc
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds}s"
-    exc = outcome.get("exc")
-    assert isinstance(exc, error), f"expected {error.__name__}, got {exc!r}"
-    message = str(exc)
-    assert "\n" not in message and len(message) < 300, message
-    return message
-
-
-def unblock(fifo: Path) -> None:
-    """If a reader is stuck opening the FIFO, a writer lets it go (no reader: ENXIO, ignored)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
 
 # -- files ---------------------------------------------------------------------------------

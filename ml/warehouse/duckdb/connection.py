@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import re
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import IO, Any
 
 from ml.config import DuckDBSettings
 from ml.errors import ConfigError, WarehouseError, one_line
+from ml.locks import wait_for_lock
 
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.I)
 
@@ -85,16 +85,14 @@ def memory_limit(value: str) -> str:
 
 def _acquire_file_lock(lock_path: Path, deadline: float) -> IO[str]:
     handle = open(lock_path, "a+")  # noqa: SIM115 - held until Connection.close()
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                db = lock_path.with_name(lock_path.name.removesuffix(".lock"))
-                raise WarehouseError(
-                    f"{db}: in use by another ml process (waited for {lock_path.name}); "
-                    "retry when it has finished"
-                ) from None
-            time.sleep(0.1)
+    db = lock_path.with_name(lock_path.name.removesuffix(".lock"))
+    busy = WarehouseError(
+        f"{db}: in use by another ml process (waited for {lock_path.name}); "
+        "retry when it has finished"
+    )
+    try:
+        wait_for_lock(handle, deadline, busy)
+    except WarehouseError:
+        handle.close()
+        raise
+    return handle
