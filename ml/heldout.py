@@ -29,12 +29,13 @@ def check_population(table: pa.Table, p: Plan, context: dict[str, Any]) -> None:
         contract.check_treatment(table, d.treatment, relation)
 
 
-def with_holdout_contexts(
-    settings: Settings, p: Plan, context: dict[str, Any], table: pa.Table, split: Split
-) -> tuple[pa.Table, Split]:
-    """The population plus the rows of each `evaluation.holdout_contexts` campaign, which join
-    the held-out rows only: the honest check that a model generalizes to the next campaign."""
-    import pyarrow as pa
+def read_holdout_contexts(
+    settings: Settings, p: Plan, context: dict[str, Any], columns: list[str]
+) -> list[pa.Table]:
+    """The rows of each `evaluation.holdout_contexts` campaign, checked before training starts:
+    a value of the recipe's one filter context, not the training context, with rows, both
+    arms (randomized) and the population contract."""
+    import pyarrow.compute as pc
 
     from ml.recipe import coerce_context_value
     from ml.warehouse import connect
@@ -54,17 +55,25 @@ def with_holdout_contexts(
                 raise RecipeError(f"{where}: {raw!r}: {exc}") from None
             if value == context.get(param):
                 raise RecipeError(f"{where}: {value!r} is the training context itself")
-            part = wh.read_arrow(p.train_model.relation, table.column_names, {column: value})
+            part = wh.read_arrow(p.train_model.relation, columns, {column: value})
             label = f"{p.train_model.relation} ({param}={value!r})"
             if part.num_rows == 0:
                 raise RecipeError(f"{where}: {value!r} has no rows in {p.train_model.relation}")
-            treated = pa.compute.sum(part.column(p.recipe.data.treatment or "")).as_py() or 0
+            treated = pc.sum(part.column(p.recipe.data.treatment or "")).as_py() or 0
             if not 0 < treated < part.num_rows:
                 raise RecipeError(f"{where}: {label} has one treatment arm only (not randomized)")
             check_population(part, p, {param: value})
-            parts.append(part.cast(table.schema))
+            parts.append(part)
+    return parts
+
+
+def join_holdout(table: pa.Table, split: Split, parts: list[pa.Table]) -> tuple[pa.Table, Split]:
+    """The population plus the holdout campaigns' rows, which join the held-out rows only: the
+    honest check that a model generalizes to the next campaign."""
+    import pyarrow as pa
+
     n = table.num_rows
-    combined = pa.concat_tables([table, *parts])
+    combined = pa.concat_tables([table, *(part.cast(table.schema) for part in parts)])
     held = np.concatenate([split.test, np.arange(n, combined.num_rows)])
     return combined, Split(split.train, held)
 

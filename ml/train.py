@@ -102,12 +102,7 @@ def train(
         p = plan(recipe, str(recipe_path), project)
     if build:
         build_for_context(settings, project, p, p.train_model, context, steps)
-    gate = _Gate(alias, force_alias, None)
-    if alias and p.task == "uplift":
-        from ml.promotion import current_holder
-
-        with steps.step(f"loading {recipe.name}@{alias} to compare with"):
-            gate = _Gate(alias, force_alias, current_holder(recipe.name, alias))
+    gate, holdout = _compare_with(settings, p, context, alias, force_alias, steps)
 
     import mlflow
 
@@ -116,7 +111,9 @@ def train(
         mlflow.set_tags(_tags(settings, p, context, tracking.git_commit(settings.root)))
         mlflow.log_params(tracking.flatten(recipe.model_dump(mode="json")))
         try:
-            result = _train_in_run(settings, project, p, context, dbt_vars(p, context), steps, gate)
+            result = _train_in_run(
+                settings, project, p, context, dbt_vars(p, context), steps, gate, holdout
+            )
         except BaseException as exc:
             mlflow.set_tag("ml.error", _error_text(exc))
             raise
@@ -141,6 +138,31 @@ class _Gate:
     holder: Holder | None
 
 
+def _compare_with(
+    settings: Settings,
+    p: Plan,
+    context: dict[str, Any],
+    alias: str | None,
+    force_alias: bool,
+    steps: Steps,
+) -> tuple[_Gate, list[pa.Table]]:
+    """Before the run: the alias's current holder (the gate compares with it) and the holdout
+    campaigns' rows, so a mistake in either leaves no run behind."""
+    gate = _Gate(alias, force_alias, None)
+    if alias and p.task == "uplift":
+        from ml.promotion import current_holder
+
+        with steps.step(f"loading {p.recipe.name}@{alias} to compare with"):
+            gate = _Gate(alias, force_alias, current_holder(p.recipe.name, alias))
+    holdout: list[pa.Table] = []
+    if p.recipe.evaluation.holdout_contexts:  # checked before the run: a mistake leaves no run
+        from ml import heldout
+
+        with steps.step("reading the holdout contexts"):
+            holdout = heldout.read_holdout_contexts(settings, p, context, _columns(p, gate))
+    return gate, holdout
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, MLError):
         return exc.message
@@ -155,14 +177,14 @@ def _train_in_run(
     dbt_vars: dict[str, Any],
     steps: Steps,
     gate: _Gate,
+    holdout: list[pa.Table],
 ) -> Fitted:
     """Read, check, split, fit, evaluate and log, inside the active MLflow run."""
     import mlflow
 
     from ml import dataset, heldout, promotion
 
-    extra = list(gate.holder.model.schema.features) if gate.holder else []
-    table = _read_population(settings, p, context, steps, extra)
+    table = _read_population(settings, p, context, steps, _columns(p, gate))
     # dbt compiles the model's SQL for the run's lineage while the estimator fits
     compiling = _background(_compiled_sql, project, p, dbt_vars)
     d = p.recipe.data
@@ -175,9 +197,8 @@ def _train_in_run(
     split = dataset.split_rows(
         table, p.recipe.split, p.recipe.seed, strata, str(p.train_model.relation)
     )
-    if p.recipe.evaluation.holdout_contexts:
-        with steps.step("reading the holdout contexts"):
-            table, split = heldout.with_holdout_contexts(settings, p, context, table, split)
+    if holdout:
+        table, split = heldout.join_holdout(table, split, holdout)
         y = dataset.vector(table, d.target)
         t = dataset.vector(table, d.treatment) if d.treatment else None
     name = p.recipe.model.class_path.rsplit(".", 1)[-1]
@@ -240,8 +261,15 @@ def _log_run(
     return registry.log_model(artifacts)
 
 
+def _columns(p: Plan, gate: _Gate) -> list[str]:
+    """The recipe's columns, and the alias holder's features to score the same held-out rows
+    (where the training model has them)."""
+    extra = list(gate.holder.model.schema.features) if gate.holder else []
+    return list(dict.fromkeys([*p.train_columns, *(c for c in extra if c in p.kinds)]))
+
+
 def _read_population(
-    settings: Settings, p: Plan, context: dict[str, Any], steps: Steps, extra: list[str]
+    settings: Settings, p: Plan, context: dict[str, Any], steps: Steps, columns: list[str]
 ) -> pa.Table:
     from ml.warehouse import connect
 
@@ -257,8 +285,6 @@ def _read_population(
             )
         expected = {c: p.kinds[c] for c in p.train_columns}
         contract.check_columns(wh.columns(relation), expected, str(relation))
-        # the alias holder's features, to score the same held-out rows (where the model has them)
-        columns = list(dict.fromkeys([*p.train_columns, *(c for c in extra if c in p.kinds)]))
         return wh.read_arrow(relation, columns, filters)
 
 

@@ -142,3 +142,21 @@ def test_holdout_contexts_join_the_held_out_rows(gate, tmp_path) -> None:
     assert held["rows"]["test"] > plain["rows"]["test"]  # it joins the held-out rows
     m = held["metrics"]
     assert m["policy_gain_at_30_ci_low"] <= m["policy_gain_at_30"] <= m["policy_gain_at_30_ci_high"]
+
+
+def test_a_wrong_holdout_context_leaves_no_run(gate, tmp_path) -> None:
+    client = gate
+
+    def runs() -> int:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        return len(client.search_runs(experiments)) if experiments else 0
+
+    data = yaml.safe_load((ROOT / "recipes" / f"{RECIPE}.yaml").read_text())
+    data["evaluation"] = {"holdout_contexts": ["cmp_2026_09"]}  # the training context itself
+    path = tmp_path / "bad_holdout.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = runs()
+    result = CliRunner().invoke(main, ["train", "--recipe", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "is the training context itself" in result.output
+    assert runs() == before
