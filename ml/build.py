@@ -49,7 +49,7 @@ def _check_rows(
 ) -> None:
     from ml.warehouse import connect
 
-    filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
+    filters = p.filters(context)
     with connect(settings) as wh:
         if not wh.exists(model.relation):
             return  # never built: there is nothing a mistake could empty

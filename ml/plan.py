@@ -7,6 +7,7 @@ validate accepts is what they act on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ml.dbt import DbtModel, DbtProject
 from ml.errors import RecipeError
@@ -47,6 +48,11 @@ class Plan:
             for name, p in self.recipe.context.items()
             if "filter" in p.apply
         }
+
+    def filters(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Column -> value of the context params applied as filters (bound, never SQL text)."""
+        columns = self.filter_columns
+        return {columns[n]: v for n, v in context.items() if n in columns}
 
     @property
     def train_columns(self) -> list[str]:

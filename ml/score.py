@@ -154,7 +154,7 @@ def _target(
         p = plan(recipe, f"run {trained.run_id}: recipe", project)
     if build:
         build_for_context(settings, project, p, p.score_model, context, steps)
-    filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
+    filters = p.filters(context)
     return Target(p, context, filters, settings.predictions.schema_name)
 
 

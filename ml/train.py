@@ -274,7 +274,7 @@ def _read_population(
     from ml.warehouse import connect
 
     relation = p.train_model.relation
-    filters = {p.filter_columns[n]: v for n, v in context.items() if n in p.filter_columns}
+    filters = p.filters(context)
     with steps.step(f"reading {relation}"), connect(settings) as wh:
         if not wh.exists(relation):
             t = settings.dbt.target
