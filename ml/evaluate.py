@@ -9,7 +9,7 @@ import numpy as np
 
 from ml import metrics as m
 from ml.errors import RecipeError, TrainingError
-from ml.recipe import EvaluationSpec
+from ml.recipe import Economics, EvaluationSpec
 
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 
@@ -33,6 +33,7 @@ def evaluate(
     importances: np.ndarray | None = None,
     propensity: np.ndarray | None = None,
     spec: EvaluationSpec | None = None,
+    population: int | None = None,
 ) -> Evaluation:
     """Metrics, tables and plots on the held-out rows.
 
@@ -43,7 +44,9 @@ def evaluate(
     (its campaign's randomized treated share); when None, the treated share of the held-out
     rows is used as one probability for all, which makes treat-all gain the difference in arm
     means. `wanted` keeps the named metrics and their intervals; `spec` defaults to
-    `EvaluationSpec()`, and `wanted` and `plots` are taken as given, not from it.
+    `EvaluationSpec()`, and `wanted` and `plots` are taken as given, not from it. With
+    `spec.economics`, the net value against budget is drawn for `economics.population` customers
+    (else `population`, else the held-out rows).
     """
     if not np.all(np.isfinite(score)):
         raise TrainingError("the model produced NaN or infinite scores on the test split")
@@ -75,6 +78,10 @@ def evaluate(
             ev.plots["policy_gain.png"] = p.policy_gain_plot(
                 ev.tables["policy_curve"], ev.tables["policy_value"]["treat_all"]
             )
+            if spec.economics is not None:
+                ev.plots["net_value_vs_budget.png"] = _net_value_plot(
+                    ev.tables["policy_curve"], spec.economics, population or len(y)
+                )
         if feature_names is not None and importances is not None:
             ev.plots["feature_importance.png"] = p.feature_importance_plot(
                 feature_names, list(importances)
@@ -129,6 +136,25 @@ def _uplift(
         },
     }
     return Evaluation(values, tables), qini_band
+
+
+def _net_value_plot(curve: list[dict[str, Any]], economics: Economics, population: int) -> bytes:
+    from ml.report import net_value_plot
+
+    def column(name: str) -> list[float]:
+        return [float(row[name]) for row in curve]
+
+    return net_value_plot(
+        column("share"),
+        column("gain"),
+        column("gain_ci_low"),
+        column("gain_ci_high"),
+        population=economics.population or population,
+        value_per_conversion=economics.value_per_conversion,
+        cost_per_contact=economics.cost_per_contact,
+        random_gain=column("random_gain"),
+        budget=economics.budget,
+    )
 
 
 def _base_name(name: str) -> str:

@@ -114,6 +114,17 @@ def _default_policy_shares() -> list[float]:
     return [round(i / 10, 1) for i in range(1, 11)]
 
 
+class Economics(_Strict):
+    """What a contact costs and a conversion is worth, for the run report's "net value against
+    budget" figure. `population` is the number of customers the figure plans for (default: the
+    training population's rows); `budget`, when given, is marked on it."""
+
+    value_per_conversion: float = Field(ge=0, allow_inf_nan=False)
+    cost_per_contact: float = Field(gt=0, allow_inf_nan=False)
+    population: int | None = Field(default=None, ge=1)
+    budget: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
 class EvaluationSpec(_Strict):
     """Held-out evaluation: which metrics to keep, plots, and the bootstrap and policy grid.
 
@@ -126,6 +137,7 @@ class EvaluationSpec(_Strict):
     policy_shares: list[float] = Field(default_factory=_default_policy_shares, min_length=1)
     decision_share: float = Field(default=0.3, gt=0, le=1)
     holdout_contexts: list[StrictStr | StrictInt] = Field(default_factory=list)
+    economics: Economics | None = None
 
     @field_validator("policy_shares")
     @classmethod

@@ -92,7 +92,8 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Net value against budget",
         "Value of the incremental conversions minus the cost of the contacts, for each budget "
         "(contacts times cost per contact), with its 95% band. The marked point is the budget "
-        "with the highest net value; past it each extra contact costs more than it returns.",
+        "with the highest net value; past it each extra contact costs more than it returns. The "
+        "dashed line, when drawn, is the campaign's budget (the recipe's evaluation.economics).",
     ),
     "uplift_by_decile.png": (
         "Predicted against observed uplift by decile (held-out data)",
@@ -323,6 +324,12 @@ def net_value(
     return budget, population * (value_per_conversion * gain - cost_per_contact * s)
 
 
+def _at(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """`ys` at `x` on the piecewise-linear curve through (xs, ys) from (0, 0); past the last
+    point the curve stays flat (no more customers to contact)."""
+    return float(np.interp(x, np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys])))
+
+
 def net_value_plot(
     shares: ArrayLike,
     gain_per_customer: ArrayLike,
@@ -333,11 +340,15 @@ def net_value_plot(
     value_per_conversion: float,
     cost_per_contact: float,
     random_gain: ArrayLike | None = None,
+    budget: float | None = None,
 ) -> bytes:
     """Net value against budget (see `net_value`), its 95% band from the gain's interval (the costs
-    are known exactly), random targeting if `random_gain` is given, and the best budget marked."""
+    are known exactly), random targeting if `random_gain` is given, the best budget marked, and
+    `budget` (the campaign's money) as a vertical line when given."""
     if (ci_low is None) != (ci_high is None):
         raise ValueError("give both ci_low and ci_high, or neither")
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be positive, got {budget}")
     s = _checked_shares(shares)
 
     def net(name: str, curve: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -350,25 +361,32 @@ def net_value_plot(
             cost_per_contact=cost_per_contact,
         )
 
-    budget, value = net("gain_per_customer", gain_per_customer)
+    spend, value = net("gain_per_customer", gain_per_customer)
     figure = _new_figure()
     ax = figure.add_subplot()
-    ax.plot(budget, value, color="tab:green", label="model targeting")
+    ax.plot(spend, value, color="tab:green", label="model targeting")
     if ci_low is not None and ci_high is not None:
         low, high = net("ci_low", ci_low)[1], net("ci_high", ci_high)[1]
-        ax.fill_between(budget, low, high, color="tab:green", alpha=0.2, label="95% CI")
+        ax.fill_between(spend, low, high, color="tab:green", alpha=0.2, label="95% CI")
     if random_gain is not None:
         random = net("random_gain", random_gain)[1]
-        ax.plot(budget, random, color="grey", linestyle=":", label="random targeting")
+        ax.plot(spend, random, color="grey", linestyle=":", label="random targeting")
     best = int(np.argmax(value))
     ax.scatter(
-        [budget[best]],
+        [spend[best]],
         [value[best]],
         color="black",
         zorder=3,
-        label=f"best: budget {_amount(float(budget[best]))}, net {_amount(float(value[best]))}"
+        label=f"best: budget {_amount(float(spend[best]))}, net {_amount(float(value[best]))}"
         f" ({share_percent(float(s[best]))} contacted)",
     )
+    if budget is not None:
+        ax.axvline(
+            budget,
+            color="tab:red",
+            linestyle="--",
+            label=f"campaign budget {_amount(budget)}: net {_amount(_at(budget, spend, value))}",
+        )
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel(f"budget (contacts \u00d7 {number(cost_per_contact)} per contact)")
     ax.set_ylabel(f"net value (conversions \u00d7 {number(value_per_conversion)} \u2212 cost)")

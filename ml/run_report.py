@@ -34,6 +34,22 @@ def policy_curve_rows(curve: list[dict[str, Any]], n_holdout: int) -> list[dict[
     ]
 
 
+def _details(p: Plan) -> dict[str, str]:
+    details = {"training relation": str(p.train_model.relation)}
+    economics = p.recipe.evaluation.economics
+    if economics is not None:
+        money = [
+            f"{economics.value_per_conversion:,.2f} per conversion",
+            f"{economics.cost_per_contact:,.2f} per contact",
+        ]
+        if economics.budget is not None:
+            money.append(f"budget {economics.budget:,.2f}")
+        if economics.population is not None:
+            money.append(f"{economics.population:,} customers")
+        details["economics"] = ", ".join(money)
+    return details
+
+
 def render(p: Plan, ev: Evaluation, decision: Decision | None) -> str:
     """The run's HTML report: metrics with intervals, the figures, the policy table, the gate."""
     from ml import report
@@ -70,7 +86,7 @@ def render(p: Plan, ev: Evaluation, decision: Decision | None) -> str:
         title=f"{p.recipe.name}: {p.recipe.model.class_path.rsplit('.', 1)[-1]}",
         task=p.task,
         run_id=_active_run_id(),
-        details={"training relation": str(p.train_model.relation)},
+        details=_details(p),
         metrics=metrics,
         plots=ev.plots,
         policy=policy_rows,

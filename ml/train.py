@@ -197,6 +197,7 @@ def _train_in_run(
     split = dataset.split_rows(
         table, p.recipe.split, p.recipe.seed, strata, str(p.train_model.relation)
     )
+    population = table.num_rows  # the training context's customers, before any holdout campaign
     if holdout:
         table, split = heldout.join_holdout(table, split, holdout)
         y = dataset.vector(table, d.target)
@@ -206,7 +207,9 @@ def _train_in_run(
         pre, estimator, train_cols = _fit(p, table, split, y, t)
     propensity = heldout.known_propensity(table, t, p) if t is not None else None
     with steps.step(f"evaluating on {len(split.test):,} held-out rows"):
-        test_cols, score, ev = _evaluate(p, table, split, y, t, pre, estimator, propensity)
+        test_cols, score, ev = _evaluate(
+            p, table, split, y, t, pre, estimator, propensity, population
+        )
     decision = None
     if gate.alias and t is not None and propensity is not None:
         with steps.step(f"comparing with @{gate.alias}"):
@@ -329,8 +332,10 @@ def _evaluate(
     pre: Preprocessor,
     estimator: Any,
     propensity: np.ndarray | None,
+    population: int,
 ) -> tuple[dict[str, Any], np.ndarray, Evaluation]:
-    """Scores and metrics on the held-out rows."""
+    """Scores and metrics on the held-out rows (`population`: the rows of the training context,
+    the campaign size the net value figure plans for unless the recipe gives one)."""
     from ml import dataset
     from ml.evaluate import evaluate
     from ml.model import feature_importances, predict_matrix
@@ -354,6 +359,7 @@ def _evaluate(
         importances=feature_importances(estimator, X_test.shape[1]),
         propensity=None if propensity is None else propensity[split.test],
         spec=p.recipe.evaluation,
+        population=population,
     )
     return test_cols, score, ev
 

@@ -176,3 +176,44 @@ def _ordered(plots_by_name: Mapping[str, bytes]) -> list[bytes]:
     names = [name for name in FIGURES if name in plots_by_name]
     names += sorted(name for name in plots_by_name if name not in FIGURES)
     return [plots_by_name[name] for name in names]
+
+
+def test_the_trained_runs_own_report_shows_its_figures_and_numbers(
+    trained_x_learner, settings, tmp_path: Path
+) -> None:
+    """The report the demo's training run logged, as MLflow serves it: every figure it names
+    decodes, net value against the campaign's budget among them, and its metrics are shown."""
+    import mlflow
+
+    run_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=trained_x_learner.run_id,
+            artifact_path="report",
+            dst_path=str(tmp_path / "run"),
+            tracking_uri=settings.mlflow.tracking_uri,
+        )
+    )
+    document = (run_dir / "report.html").read_text(encoding="utf-8")
+    probed = tmp_path / "probed.html"
+    probed.write_text(document.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+
+    page = browser.parse(browser.dump_dom(probed, tmp_path / "profile-run"))
+
+    for name in (
+        "qini_curve.png",
+        "policy_gain.png",
+        "net_value_vs_budget.png",
+        "uplift_by_decile.png",
+    ):
+        assert name in page.by_id, name
+    sizes = json.loads(page.title)
+    assert len(sizes) == len(page.images) >= 5
+    assert all(width > 300 and height > 200 for width, height in sizes), sizes
+    metrics = (
+        mlflow.MlflowClient(settings.mlflow.tracking_uri)
+        .get_run(trained_x_learner.run_id)
+        .data.metrics
+    )
+    gain = metrics["policy_gain_at_30"]
+    assert f"policy_gain_at_30 {gain:.4g}" in page.by_id["metrics-table"]
+    assert "40.00 per conversion, 0.05 per contact, budget 300.00" in page.text

@@ -267,7 +267,13 @@ def test_run_logs_every_artifact(trained_x_learner, settings, tmp_path: Path) ->
 
     for name in ("preprocessor/preprocessor.pkl", "estimator/estimator.pkl"):
         assert pickle.loads((run_dir / name).read_bytes()) is not None
-    for plot in ("qini_curve", "uplift_by_decile", "feature_importance"):
+    for plot in (
+        "qini_curve",
+        "uplift_by_decile",
+        "policy_gain",
+        "net_value_vs_budget",
+        "feature_importance",
+    ):
         png = run_dir / "plots" / f"{plot}.png"
         assert png.read_bytes().startswith(PNG_MAGIC), plot
         assert png.stat().st_size > 5_000, plot

@@ -234,6 +234,9 @@ def test_evaluation_policy_shares_outside_0_1_are_refused(shares: list[float]) -
     assert "\n" not in str(info.value)
 
 
+ECONOMICS = {"value_per_conversion": 40.0, "cost_per_contact": 0.05}
+
+
 @pytest.mark.parametrize(
     ("evaluation", "field"),
     [
@@ -248,11 +251,38 @@ def test_evaluation_policy_shares_outside_0_1_are_refused(shares: list[float]) -
         ({"holdout_contexts": [1.5]}, "holdout_contexts"),
         ({"holdout_contexts": "cmp_2026_09"}, "holdout_contexts"),
         ({"bootstrap": 10}, "bootstrap"),
+        ({"economics": {"cost_per_contact": 0.05}}, "economics.value_per_conversion"),
+        ({"economics": {"value_per_conversion": 40}}, "economics.cost_per_contact"),
+        ({"economics": {**ECONOMICS, "cost_per_contact": 0}}, "economics.cost_per_contact"),
+        (
+            {"economics": {**ECONOMICS, "value_per_conversion": -1}},
+            "economics.value_per_conversion",
+        ),
+        (
+            {"economics": {**ECONOMICS, "value_per_conversion": "nan"}},
+            "economics.value_per_conversion",
+        ),
+        ({"economics": {**ECONOMICS, "budget": float("inf")}}, "economics.budget"),
+        ({"economics": {**ECONOMICS, "budget": 0}}, "economics.budget"),
+        ({"economics": {**ECONOMICS, "population": 0}}, "economics.population"),
+        ({"economics": {**ECONOMICS, "population": 1.5}}, "economics.population"),
+        ({"economics": {**ECONOMICS, "currency": "EUR"}}, "economics.currency"),
+        ({"economics": [40, 0.05]}, "economics"),
     ],
 )
 def test_evaluation_fields_are_checked(evaluation: dict, field: str) -> None:
     with pytest.raises(RecipeError, match=rf"^recipe: evaluation\.{field}"):
         recipe_from_dict(_with_evaluation(**evaluation))
+
+
+def test_evaluation_economics_are_optional_and_kept_as_given() -> None:
+    assert recipe_from_dict(_with_evaluation()).evaluation.economics is None
+    economics = recipe_from_dict(
+        _with_evaluation(economics={**ECONOMICS, "budget": 300, "population": 50_000})
+    ).evaluation.economics
+    assert economics is not None
+    assert (economics.value_per_conversion, economics.cost_per_contact) == (40.0, 0.05)
+    assert (economics.budget, economics.population) == (300.0, 50_000)
 
 
 def test_evaluation_holdout_contexts_take_strings_and_integers() -> None:

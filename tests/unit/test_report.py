@@ -208,6 +208,8 @@ def test_net_value_plot_is_a_png_and_loads_matplotlib_lazily_without_pyplot():
         ({"cost_per_contact": 0.0}, "cost_per_contact must be positive"),
         ({"population": 0}, "population must be at least 1"),
         ({"value_per_conversion": float("inf")}, "value_per_conversion must be finite"),
+        ({"budget": 0.0}, "budget must be positive"),
+        ({"budget": float("nan")}, "budget must be positive"),
     ],
 )
 def test_net_value_plot_refuses_inconsistent_inputs(changes, message):
@@ -221,3 +223,32 @@ def test_net_value_plot_refuses_inconsistent_inputs(changes, message):
     arguments.update(changes)
     with pytest.raises(ValueError, match=message):
         net_value_plot(**arguments)  # type: ignore[arg-type]
+
+
+def test_evaluation_draws_net_value_only_for_a_recipe_with_economics():
+    from ml.evaluate import evaluate
+    from ml.recipe import Economics, EvaluationSpec
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    x = rng.uniform(-1, 1, n)
+    t = rng.integers(0, 2, n).astype(float)
+    y = (rng.uniform(size=n) < 0.2 + t * (0.1 + 0.1 * x)).astype(float)
+    score = 0.1 + 0.1 * x + rng.normal(0, 0.05, n)
+    spec = EvaluationSpec(bootstrap_replicates=50)
+    without = evaluate("uplift", y, score, t, spec=spec, population=n)
+    with_money = evaluate(
+        "uplift",
+        y,
+        score,
+        t,
+        spec=spec.model_copy(
+            update={"economics": Economics(value_per_conversion=40, cost_per_contact=0.5)}
+        ),
+        population=n,
+    )
+
+    assert "net_value_vs_budget.png" not in without.plots
+    png = with_money.plots["net_value_vs_budget.png"]
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 5000
+    assert with_money.metrics == without.metrics
