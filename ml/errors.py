@@ -90,3 +90,11 @@ class RunStateError(RunNotFoundError):
 
 class ArtifactError(TrackingError):
     """A run's artifact is missing, truncated or unreadable."""
+
+
+class UnsupportedModelError(MLError):
+    """The SQL engine cannot compile this model: an estimator, objective or feature type it does
+    not reproduce exactly, or a query over the warehouse's size limit."""
+
+    exit_code = 2
+    http_status = 422
