@@ -206,10 +206,10 @@ def _train_in_run(
     with steps.step(f"fitting {name} on {len(split.train):,} rows"):
         pre, estimator, train_cols = _fit(p, table, split, y, t)
     propensity = heldout.known_propensity(table, t, p) if t is not None else None
-    with steps.step(f"evaluating on {len(split.test):,} held-out rows"):
-        test_cols, score, ev = _evaluate(
-            p, table, split, y, t, pre, estimator, propensity, population
-        )
+    with steps.step(f"scoring {len(split.test):,} held-out rows"):
+        test_cols, score = _score_held_out(p, table, split, pre, estimator)
+    with steps.step(f"evaluating: {_evaluation_work(p)}"):
+        ev = _evaluate(p, split, y, t, score, (pre, estimator), propensity, population)
     decision = None
     if gate.alias and t is not None and propensity is not None:
         with steps.step(f"comparing with @{gate.alias}"):
@@ -323,32 +323,50 @@ def _fit(
     return pre, estimator, train_cols
 
 
-def _evaluate(
-    p: Plan,
-    table: pa.Table,
-    split: Split,
-    y: np.ndarray,
-    t: np.ndarray | None,
-    pre: Preprocessor,
-    estimator: Any,
-    propensity: np.ndarray | None,
-    population: int,
-) -> tuple[dict[str, Any], np.ndarray, Evaluation]:
-    """Scores and metrics on the held-out rows (`population`: the rows of the training context,
-    the campaign size the net value figure plans for unless the recipe gives one)."""
+def _score_held_out(
+    p: Plan, table: pa.Table, split: Split, pre: Preprocessor, estimator: Any
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The held-out rows' feature columns and the model's scores for them."""
     from ml import dataset
-    from ml.evaluate import evaluate
-    from ml.model import feature_importances, predict_matrix
+    from ml.model import predict_matrix
 
     test_cols = dataset.feature_columns(table, p.features, split.test)
-    X_test = pre.transform(test_cols)
     try:
-        score = predict_matrix(estimator, p.task, X_test)
+        score = predict_matrix(estimator, p.task, pre.transform(test_cols))
     except Exception as exc:  # noqa: BLE001 - the estimator's own message is the useful part
         raise TrainingError(
             f"{p.recipe.model.class_path} failed to predict: {one_line(exc, 300)}"
         ) from None
-    ev = evaluate(
+    return test_cols, score
+
+
+def _evaluation_work(p: Plan) -> str:
+    """What the evaluation step does, for its progress line."""
+    spec = p.recipe.evaluation
+    work = [f"{spec.bootstrap_replicates} bootstrap resamples", "policy value"]
+    if p.task != "uplift":
+        work = ["metrics"]
+    return ", ".join([*work, "plots"] if spec.plots else work)
+
+
+def _evaluate(
+    p: Plan,
+    split: Split,
+    y: np.ndarray,
+    t: np.ndarray | None,
+    score: np.ndarray,
+    model: tuple[Preprocessor, Any],
+    propensity: np.ndarray | None,
+    population: int,
+) -> Evaluation:
+    """Metrics, intervals, policy value and plots on the held-out rows (`population`: the rows
+    of the training context, the campaign size the net value figure plans for unless the recipe
+    gives one)."""
+    from ml.evaluate import evaluate
+    from ml.model import feature_importances
+
+    pre, estimator = model
+    return evaluate(
         p.task,
         y[split.test],
         score,
@@ -356,12 +374,11 @@ def _evaluate(
         wanted=p.recipe.evaluation.metrics,
         plots=p.recipe.evaluation.plots,
         feature_names=pre.feature_names,
-        importances=feature_importances(estimator, X_test.shape[1]),
+        importances=feature_importances(estimator, pre.width),
         propensity=None if propensity is None else propensity[split.test],
         spec=p.recipe.evaluation,
         population=population,
     )
-    return test_cols, score, ev
 
 
 def _kinds(p: Plan) -> dict[str, str]:
