@@ -32,20 +32,14 @@ def _cpu(fn: Callable[[], Any], repeat: int) -> float:
     return round(statistics.median(times), 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=8556)  # the demo's test split
-    parser.add_argument("--replicates", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-
+def measure(n: int, reps: int, repeat: int) -> dict[str, float]:
+    """Median process CPU seconds of each part, on `n` synthetic held-out rows."""
     from ml import metrics as m
     from ml import plots, policy
     from ml.evaluate import evaluate
     from ml.recipe import Economics, EvaluationSpec
 
     rng = np.random.default_rng(0)
-    n, reps = args.rows, args.replicates
     x = rng.uniform(-1, 1, n)
     t = rng.integers(0, 2, n).astype(float)
     y = (rng.uniform(size=n) < 0.15 + t * (0.03 + 0.03 * x)).astype(float)
@@ -86,7 +80,17 @@ def main() -> None:
             "uplift", y, score, t, propensity=p, spec=with_money, population=n
         ),
     }
-    result = {name: _cpu(fn, args.repeat) for name, fn in parts.items()}
+    return {name: _cpu(fn, repeat) for name, fn in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=8556)  # the demo's test split
+    parser.add_argument("--replicates", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    n, reps = args.rows, args.replicates
+    result = measure(n, reps, args.repeat)
     print(
         json.dumps(
             {"rows": n, "replicates": reps, "repeat": args.repeat, "cpu_s_median": result},
