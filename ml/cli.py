@@ -150,6 +150,11 @@ def validate(
     click.echo(f"OK  {recipe_path}: {report['task']} recipe '{report['recipe']}'")
     click.echo(f"    trains on {report['train_relation']}, scores {report['score_relation']}")
     click.echo(f"    {len(report['features'])} features; estimator {report['estimator']}")
+    if report["tuning"]:
+        t = report["tuning"]
+        click.echo(
+            f"    tunes {len(t['parameters'])} parameters for {t['direction']} {t['metric']}"
+        )
     for phase in ("train", "score"):
         if report["context"][phase]:
             click.echo(f"    {phase} context: {json.dumps(report['context'][phase], default=str)}")

@@ -7,6 +7,7 @@ recipe fits the dbt project and the estimator's signature is `ml.validate`'s job
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -157,6 +160,81 @@ class PromotionSpec(_Strict):
     rule: Literal["non_inferior", "superior"] = "non_inferior"
 
 
+_PARAM_PATH = re.compile(r"^model(\.params\.[A-Za-z_]\w*)+$")
+Choice = StrictStr | StrictInt | StrictFloat | StrictBool | None
+
+
+class Distribution(_Strict):
+    """One parameter's search range: `{int: [lo, hi]}`, `{float: [lo, hi], log: true}` or
+    `{choice: [a, b, ...]}`; `log` samples evenly on a log scale (positive bounds only)."""
+
+    int_: list[StrictInt] | None = Field(default=None, alias="int")
+    float_: list[StrictFloat] | None = Field(default=None, alias="float")
+    choice: list[Choice] | None = None
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_kind_in_order(self) -> Distribution:
+        given = [k for k in ("int", "float", "choice") if self.values(k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of int: [low, high], float: [low, high] or choice: [...]"
+            )
+        kind = given[0]
+        values = self.values(kind) or []
+        if kind == "choice":
+            if not values:
+                raise ValueError("choice: the list is empty (expected at least one value)")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"choice: values repeat ({elide(repr(values), 60)})")
+            if self.log:
+                raise ValueError("log: only for int and float ranges")
+            return self
+        if len(values) != 2:
+            raise ValueError(f"{kind}: expected [low, high], got {len(values)} value(s)")
+        low, high = values
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{kind}: bounds must be finite numbers (got {values})")
+        if low >= high:
+            what = "empty" if low == high else "inverted"
+            raise ValueError(f"{kind}: the range [{low}, {high}] is {what} (expected low < high)")
+        if self.log and low <= 0:
+            raise ValueError(f"log: a log-scale range needs positive bounds (got [{low}, {high}])")
+        return self
+
+    @property
+    def kind(self) -> Literal["int", "float", "choice"]:
+        return "int" if self.int_ is not None else "float" if self.float_ is not None else "choice"
+
+    def values(self, kind: str | None = None) -> list[Any] | None:
+        kind = kind or self.kind
+        return self.int_ if kind == "int" else self.float_ if kind == "float" else self.choice
+
+
+class TuningSpec(_Strict):
+    """`ml tune`'s search: parameter path -> distribution, trials, and the metric to optimize
+    by k-fold cross-validation inside the training split (the test split is never seen).
+    `direction` defaults to the metric's own (minimize for losses and errors)."""
+
+    search_space: dict[str, Distribution] = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    direction: Literal["maximize", "minimize"] | None = None
+    n_trials: int = Field(default=20, gt=0, le=10_000)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    cv_folds: int = Field(default=3, ge=2, le=20)
+
+    @field_validator("search_space")
+    @classmethod
+    def _paths(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
+        for path in value:
+            if not _PARAM_PATH.fullmatch(path):
+                raise ValueError(
+                    f"{elide(repr(path), 60)} is not a parameter path (expected "
+                    "model.params.<name> or model.params.<nested>.params.<name>)"
+                )
+        return value
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -167,6 +245,7 @@ class Recipe(_Strict):
     split: SplitSpec = SplitSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()
+    tuning: TuningSpec | None = None
     # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
 

@@ -22,7 +22,8 @@ from ml.dbt import DbtProject
 from ml.errors import MLError, TrainingError, WarehouseError, one_line
 from ml.plan import Plan, plan
 from ml.progress import Steps
-from ml.recipe import load_recipe, parse_context_params, resolve_context
+from ml.recipe import Recipe, load_recipe, parse_context_params, resolve_context
+from ml.tuning.space import check_search
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,13 +82,16 @@ def train(
     alias: str | None = None,
     force_alias: bool = False,
     steps: Steps | None = None,
+    recipe: Recipe | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train, evaluate, log and register a recipe's model; with `alias`, an uplift model takes
-    it only through the promotion gate (ml/promotion.py) unless `force_alias`."""
+    it only through the promotion gate (ml/promotion.py) unless `force_alias`. `recipe` stands
+    in for the file's (`ml tune` passes the tuned one), `tags` are added to the run's."""
     steps = steps or Steps(enabled=False)
     if alias is not None:
         registry.check_alias(alias)
-    recipe = load_recipe(recipe_path)
+    recipe = recipe or load_recipe(recipe_path)
     given = (
         context_params if isinstance(context_params, dict) else parse_context_params(context_params)
     )
@@ -100,6 +104,8 @@ def train(
     project = DbtProject(settings)
     with steps.step("checking the recipe against the dbt project"):
         p = plan(recipe, str(recipe_path), project)
+        if recipe.tuning is not None:
+            check_search(recipe, p.task, p.label, p.allowed_modules)
     if build:
         build_for_context(settings, project, p, p.train_model, context, steps)
     gate, holdout = _compare_with(settings, p, context, alias, force_alias, steps)
@@ -109,6 +115,7 @@ def train(
     exp_id = tracking.experiment_id(settings, recipe.experiment_name)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{recipe.name}") as run:
         mlflow.set_tags(_tags(settings, p, context, tracking.git_commit(settings.root)))
+        mlflow.set_tags(tags or {})
         mlflow.log_params(tracking.flatten(recipe.model_dump(mode="json")))
         try:
             result = _train_in_run(

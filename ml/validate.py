@@ -9,6 +9,7 @@ from ml.config import Settings
 from ml.dbt import DbtProject
 from ml.plan import plan
 from ml.recipe import load_recipe, parse_context_params, resolve_context
+from ml.tuning.space import check_search
 
 
 def validate_recipe(
@@ -19,6 +20,11 @@ def validate_recipe(
     phases: tuple[Literal["train", "score"], ...] = ("train", "score")
     contexts = {phase: resolve_context(recipe, given, phase, required=False) for phase in phases}
     p = plan(recipe, str(recipe_path), DbtProject(settings))
+    search = (
+        check_search(recipe, p.task, p.label, p.allowed_modules)
+        if recipe.tuning is not None
+        else None
+    )
     return {
         "recipe": recipe.name,
         "task": p.task,
@@ -27,4 +33,11 @@ def validate_recipe(
         "score_relation": str(p.score_model.relation),
         "features": p.features,
         "context": contexts,
+        "tuning": None
+        if search is None
+        else {
+            "parameters": list(search.space),
+            "metric": search.metric,
+            "direction": search.direction,
+        },
     }

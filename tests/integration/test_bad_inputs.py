@@ -209,6 +209,12 @@ VALIDATE = ("validate", "--recipe", "{recipe}")
 SCORE = ("score", "--run-id", "{run_id}")
 SCORE_CHAMPION = ("score", "--model", f"{RECIPE}@champion")
 UPCOMING = "cmp_2026_12"
+TUNE = {
+    "search_space": {"model.params.models.params.max_depth": {"int": [2, 4]}},
+    "metric": "qini_coefficient",
+    "n_trials": 2,
+    "cv_folds": 2,
+}
 TRAIN_ROWS = "update analytics_loaders.train_uplift {} where customer_id % 97 = 0"
 
 # exit codes: 2 config/recipe/usage, 3 contract, 4 warehouse, 5 tracking, 6 not found
@@ -287,6 +293,30 @@ CASES = [
     cli("recipe", "context-default-wrong-type", 2,
         r"context\.campaign_id\.default: expected a string, got int 202609",
         *VALIDATE, setup=recipe(RECIPE, "context.campaign_id.default", 202609)),
+    # -- recipes: the tuning section (ml validate and ml train check it before any write) ------
+    cli("recipe", "tuning-unknown-path", 2,
+        r"bad\.yaml: tuning\.search_space: model\.params\.nope\.params\.max_depth: model\.params\.nope is not a nested",
+        *VALIDATE, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.nope.params.max_depth": {"int": [2, 4]}}})),
+    cli("recipe", "tuning-param-not-accepted", 2,
+        r"tuning\.search_space: model\.params\.max_depth: 2 \(of its int range\): XLearner does not accept parameter 'max_depth'",
+        *TRAIN, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.max_depth": {"int": [2, 4]}}})),
+    cli("recipe", "tuning-param-ignored", 2,
+        r"tuning\.search_space: model\.params\.max_dept: 2 \(of its int range\): XGBoost .* does not use parameter 'max_dept'",
+        *TRAIN, setup=recipe("conversion_xgb", "tuning", TUNE | {"metric": "roc_auc", "search_space": {"model.params.max_dept": {"int": [2, 4]}}})),
+    cli("recipe", "tuning-empty-range", 2,
+        r"bad\.yaml: tuning\.search_space\.model\.params\.models\.params\.max_depth\.int: the range \[3, 3\] is empty",
+        *TRAIN, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.max_depth": {"int": [3, 3]}}})),
+    cli("recipe", "tuning-inverted-range", 2,
+        r"tuning\.search_space\.model\.params\.models\.params\.learning_rate\.float: the range \[0\.3, 0\.01\] is inverted",
+        *VALIDATE, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.learning_rate": {"float": [0.3, 0.01]}}})),
+    cli("recipe", "tuning-log-non-positive", 2,
+        r"tuning\.search_space\.model\.params\.models\.params\.learning_rate\.log: a log-scale range needs positive bounds",
+        *TRAIN, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.learning_rate": {"float": [0, 0.3], "log": True}}})),
+    cli("recipe", "tuning-metric-not-produced", 2,
+        r"tuning\.metric: 'roc_auc' is not a metric a uplift model logs \(tunable: qini_coefficient",
+        *TRAIN, setup=recipe(RECIPE, "tuning", TUNE | {"metric": "roc_auc"})),
+    cli("recipe", "tuning-no-trials", 2, r"bad\.yaml: tuning\.n_trials: input should be greater than 0 \(got 0\)",
+        *VALIDATE, setup=recipe(RECIPE, "tuning", TUNE | {"n_trials": 0})),
     # -- config -------------------------------------------------------------------------------
     cli("config", "unknown-app-env", 2, r"^Error: APP_ENV 'staging' is unknown: expected one of dev, prod",
         "--env", "staging", *SCORE_CHAMPION),
