@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 BIN := .venv/bin
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test lint clean bqemulator browser
+.PHONY: install demo test lint clean bqemulator browser redis
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -58,7 +58,18 @@ browser:
 			chromium fonts-dejavu-core; \
 	}
 
-test: install bqemulator browser
+# Debian's redis-server for the Redis online-store tests (tests/integration/test_online_store.py
+# and test_serve_by_id.py), which start their own server on a free loopback port. Installed with
+# apt-get only when missing; as root, or through sudo otherwise.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing Debian's redis-server for the online-store tests (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			redis-server; \
+	}
+
+test: install bqemulator browser redis
 	$(BIN)/pytest -q
 
 # ruff (with the blind-except and security rules), import-linter (layers, no cycles among

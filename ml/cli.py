@@ -285,6 +285,37 @@ def score(
 
 
 @main.command()
+@_model_options("Training run whose features to materialize.")
+@_context_option("score")
+@_json_option("rows, model, version, context, store, seconds")
+@click.pass_context
+def materialize(
+    ctx: click.Context,
+    run_id: str | None,
+    model: str | None,
+    context_params: str | None,
+    as_json: bool,
+) -> None:
+    """Copy a context's scoring population (keys and features) into the online store."""
+    from ml.materialize import materialize as run_materialize
+    from ml.progress import Steps
+    from ml.registry import ModelRef
+
+    settings = _settings(ctx)
+    ref = ModelRef.parse(run_id, model)
+    result = run_materialize(settings, ref, context_params, steps=Steps(enabled=not as_json))
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    version = f" version {result.model_version}" if result.model_version else ""
+    click.echo(
+        f"\nwrote {result.rows:,} entities of {result.relation} to the {result.store} in "
+        f"{result.seconds:.1f}s for {result.model_name}{version}, context "
+        f"{json.dumps(result.context, default=str)}"
+    )
+
+
+@main.command()
 @_model_options("Training run whose logged model to serve.")
 @click.option("--host", default=None, help="Interface to bind (default: serving.host).")
 @click.option(

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ml.errors import ConfigError
 from ml.textio import elide, read_text
@@ -104,6 +112,22 @@ class PredictionsSettings(_Strict):
     batch_size: Int = Field(default=100_000, gt=0, le=10_000_000)
 
 
+class OnlineStoreSettings(_Strict):
+    """Where `ml materialize` puts entity features and `ml serve` looks them up by id."""
+
+    type: Literal["sqlite", "redis"] = "sqlite"
+    path: Path = Path("data/online_store.sqlite")  # sqlite: the file, relative to the root
+    url: str | None = None  # redis: redis://[:password@]host:port/db
+    timeout_seconds: float = Field(default=2.0, gt=0, le=600, allow_inf_nan=False)
+    batch_size: Int = Field(default=10_000, gt=0, le=1_000_000)  # rows per write
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> OnlineStoreSettings:
+        if self.type == "redis" and not self.url:
+            raise ValueError("url: required for type redis (e.g. redis://127.0.0.1:6379/0)")
+        return self
+
+
 class ServingSettings(_Strict):
     host: str = "127.0.0.1"
     port: Int = Field(default=8000, ge=0, le=65535)
@@ -111,6 +135,7 @@ class ServingSettings(_Strict):
     token_env: str | None = None
     max_records: Int = Field(default=1000, ge=1, le=10_000_000)
     max_body_bytes: Int = Field(default=1_000_000, ge=1, le=1 << 30)
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
 
 
 class EstimatorSettings(_Strict):

@@ -98,3 +98,10 @@ class UnsupportedModelError(MLError):
 
     exit_code = 2
     http_status = 422
+
+
+class OnlineStoreError(MLError):
+    """The online store (SQLite file or Redis) cannot be reached, or refused a read or write."""
+
+    exit_code = 4
+    http_status = 503

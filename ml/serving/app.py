@@ -5,12 +5,14 @@ use --workers to use more cores.
 
 Endpoints: POST /predict, GET /health (liveness, never authenticated), GET /ready, GET /metadata,
 /docs. Records carry the features, plus optionally the recipe's entity keys, which are echoed
-back next to each score. Refusals: 400 (a body that is not UTF-8), 401 (bearer token, when
+back next to each score; or the body names a context and entities by key, and their features
+come from the online store (see `by_id`). Refusals: 400 (a body that is not UTF-8), 401 (bearer token, when
 serving.token_env is set), 413 (body over serving.max_body_bytes), 415 (not application/json),
 422 (FastAPI's field-level `detail` for invalid records, including ints beyond 2**53 and
 floats beyond float32's range, cut to the first few errors with short inputs plus
 `error_count`, see `body`; `{"error"}` naming the record for a value the model cannot take or a
-non-finite score), 503 (model not loaded yet); MLErrors map to their http_status as
+non-finite score), 503 (model not loaded yet, or the online store down: /ready says so too);
+MLErrors map to their http_status as
 `{"error": message}`. uvicorn's access log is off (a log line costs more than a request).
 """
 
@@ -29,10 +31,12 @@ from fastapi.responses import JSONResponse, Response
 
 from ml import registry
 from ml.config import Settings
-from ml.errors import ContractError, MLError
+from ml.errors import ContractError, MLError, OnlineStoreError
 from ml.model import ScoringModel, TrainingSchema
+from ml.online import OnlineStore, open_store
 from ml.registry import ResolvedModel
 from ml.serving.body import MAX_ERRORS, checked_body_route, invalid
+from ml.serving.by_id import Served, predict_by_id
 from ml.serving.guard import Guard, api_token
 from ml.serving.schema import Schemas, build_schemas, score_records
 
@@ -45,6 +49,7 @@ def create_app(
     token = api_token(settings)
     schema = model.schema if model is not None else registry.read_schema(target)
     schemas = build_schemas(schema, settings.serving.max_records)
+    store = open_store(settings)  # connects on first use, in the worker that uses it
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,11 +61,15 @@ def create_app(
                     f"{target.model_uri}: its training schema differs from the run's"
                 )
             app.state.model = loaded
+            app.state.served = Served(target, loaded)
         # The loaded libraries and model are permanent: keep the collector from re-walking them
         # (a full collection over them is a p99 spike of tens of ms).
         gc.collect()
         gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            store.close()
 
     app = FastAPI(
         title=f"ml serve: {schema.recipe}",
@@ -69,11 +78,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.model = model
+    app.state.served = Served(target, model) if model is not None else None
+    app.state.store = store
     app.add_middleware(
         Guard, token=token, max_body_bytes=settings.serving.max_body_bytes, json_paths={"/predict"}
     )
     _add_error_handlers(app)
-    _add_status_routes(app, _metadata(schema, target, settings), target)
+    _add_status_routes(app, _metadata(schema, target, settings), target, store)
     _add_predict_route(app, schemas, target, settings)
     return app
 
@@ -92,17 +103,29 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
 
 
-def _add_status_routes(app: FastAPI, metadata: dict[str, Any], target: ResolvedModel) -> None:
+def _add_status_routes(
+    app: FastAPI, metadata: dict[str, Any], target: ResolvedModel, store: OnlineStore
+) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: the process is up (never authenticated)."""
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"description": "The model is not loaded yet"}})
+    @app.get(
+        "/ready",
+        responses={
+            503: {"description": "The model is not loaded yet, or the online store is down"}
+        },
+    )
     async def ready() -> Response:
-        """Readiness: 200 once this worker has loaded its model."""
+        """Readiness: 200 once this worker has loaded its model and while the online store
+        answers."""
         if app.state.model is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
+        try:
+            store.ping()
+        except OnlineStoreError as exc:
+            return JSONResponse({"error": exc.message}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": target.model_version})
 
     @app.get("/metadata")
@@ -124,7 +147,10 @@ def _add_predict_route(
 
     async def predict(body: Any) -> Response:
         """Score records: one `score` per record, in order (uplift: CATE; classification:
-        probability; regression: value)."""
+        probability; regression: value). Or, by id: `{"context": {...}, "entities":
+        [{key: value}, ...]}` scores each entity with its features from the online store (as
+        `ml materialize` wrote them); an entity the store lacks gets `"score": null` and an
+        `error`."""
         scoring: ScoringModel | None = app.state.model
         if scoring is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
@@ -140,6 +166,12 @@ def _add_predict_route(
             out.append(item)
         payload = f'{head}, "predictions": {json.dumps(out)}}}'
         return Response(payload, media_type="application/json")
+
+    async def by_id(body: dict[str, Any]) -> Response:
+        served: Served | None = app.state.served
+        if served is None:
+            return JSONResponse({"error": "model not loaded yet"}, status_code=503)
+        return predict_by_id(body, served, app.state.store, settings.serving.max_records)
 
     predict.__annotations__ = {"body": schemas.request, "return": Response}
     record_fields = frozenset(name for name, _ in [*schemas.features, *schemas.keys])
@@ -158,7 +190,7 @@ def _add_predict_route(
                 "error_count), or a non-finite score"
             },
         },
-        route_class_override=checked_body_route(record_fields),
+        route_class_override=checked_body_route(record_fields, by_id),
     )
 
 

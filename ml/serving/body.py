@@ -34,9 +34,13 @@ _PREVIEW = 80  # characters of an input, or of a location part, shown in an erro
 _MESSAGE = 160  # characters of an error message
 
 
-def checked_body_route(record_fields: frozenset[str]) -> type[APIRoute]:
+def checked_body_route(
+    record_fields: frozenset[str],
+    by_id: Callable[[dict[str, Any]], Coroutine[Any, Any, Response]] | None = None,
+) -> type[APIRoute]:
     """The /predict route class: the body is read and checked here, before FastAPI validates
-    it. Content type and size are the Guard's, earlier."""
+    it; a body naming entities or a context goes to `by_id` instead (no record schema for
+    it). Content type and size are the Guard's, earlier."""
 
     class CheckedBodyRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -47,6 +51,9 @@ def checked_body_route(record_fields: frozenset[str]) -> type[APIRoute]:
                 data = await checked.body()
                 if data:  # an empty body is FastAPI's "missing" error
                     checked.parsed = read_json(data)
+                    parsed = checked.parsed
+                    if by_id is not None and isinstance(parsed, dict) and _names_entities(parsed):
+                        return await by_id(parsed)
                     errors, count = unknown_fields(checked.parsed, record_fields)
                     if count:
                         return invalid(errors, count)
@@ -55,6 +62,10 @@ def checked_body_route(record_fields: frozenset[str]) -> type[APIRoute]:
             return handler
 
     return CheckedBodyRoute
+
+
+def _names_entities(body: dict[str, Any]) -> bool:
+    return "entities" in body or "context" in body
 
 
 class _ParsedRequest(Request):

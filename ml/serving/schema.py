@@ -112,16 +112,32 @@ def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
 def score_records(scoring: ScoringModel, schemas: Schemas, records: list[Any]) -> list[float]:
     """Validated records -> scores, refusing anything non-finite on the way in or out."""
     columns = {name: [getattr(r, attr) for r in records] for name, attr in schemas.features}
+    return score_columns(scoring, columns, "records")
+
+
+def score_columns(
+    scoring: ScoringModel,
+    columns: dict[str, list[Any]],
+    label: str,
+    positions: list[int] | None = None,
+) -> list[float]:
+    """Feature columns -> scores, refusing anything non-finite on the way in or out; an error
+    names `label[i]`, i the row's position in the request (`positions`, when rows were left
+    out)."""
+
+    def where(row: int) -> str:
+        return f"{label}[{positions[row] if positions is not None else row}]"
+
     with np.errstate(over="ignore"):  # overflow to inf is caught right below, per record
         X = scoring.preprocessor.transform(columns)
     inf = np.isinf(X)
     if inf.any():
         row, col = (int(v[0]) for v in np.nonzero(inf))
         raise ContractError(
-            f"records[{row}]: {scoring.preprocessor.feature_names[col]} is too large to score"
+            f"{where(row)}: {scoring.preprocessor.feature_names[col]} is too large to score"
         )
     scores = predict_matrix(scoring.estimator, scoring.schema.task, X).tolist()
     for i, s in enumerate(scores):
         if not math.isfinite(s):
-            raise ContractError(f"records[{i}]: the model produced a non-finite score ({s})")
+            raise ContractError(f"{where(i)}: the model produced a non-finite score ({s})")
     return scores

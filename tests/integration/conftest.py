@@ -49,3 +49,13 @@ def served_champion(warehouse_env, trained_x_learner):
         ref = ModelRef(run_id=trained_x_learner.run_id)
         target = resolve(settings, ref)
         return settings, ref, target, registry.load_pyfunc(target)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port for the session (`make redis` installs it)."""
+    from redis_server import RedisServer  # tests/integration/redis_server.py
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()

@@ -176,6 +176,10 @@ def artifacts_under_a_file(bench: Bench) -> None:
     bench.env(ML_ARTIFACT_LOCATION=str(bench.tmp / "plain-file" / "artifacts"))
 
 
+def online_store_in_tmp(bench: Bench) -> None:
+    bench.env(ML_ONLINE_STORE_PATH=str(bench.tmp / "online.sqlite"))
+
+
 def data(sql: str, *, training: bool = False) -> Setup:
     return lambda bench: bench.warehouse(sql, training=training)
 
@@ -208,6 +212,7 @@ TRAIN_DEMO = ("train", "--recipe", f"recipes/{RECIPE}.yaml")
 VALIDATE = ("validate", "--recipe", "{recipe}")
 SCORE = ("score", "--run-id", "{run_id}")
 SCORE_CHAMPION = ("score", "--model", f"{RECIPE}@champion")
+MATERIALIZE = ("materialize", "--model", f"{RECIPE}@champion")
 UPCOMING = "cmp_2026_12"
 TUNE = {
     "search_space": {"model.params.models.params.max_depth": {"int": [2, 4]}},
@@ -509,6 +514,28 @@ CASES = [
         headers={"Authorization": f"Basic {TOKEN}"}),
     api("wrong-method", 405, r"^Method Not Allowed$", method="GET"),
     api("unknown-path", 404, r"^Not Found$", path="/predictions", json={"records": [{}]}),
+    # -- the online store and POST /predict by id ------------------------------------------------
+    cli("cli", "materialize-context-wrong-type", 2,
+        r"^Error: --context-params: campaign_id: expected a string, got int 2026$",
+        *MATERIALIZE, "--context-params", '{"campaign_id": 2026}', setup=online_store_in_tmp),
+    cli("cli", "materialize-context-no-rows", 3,
+        r'the scoring population is empty for context \{"campaign_id":"cmp_1999_01"\}; nothing was written$',
+        *MATERIALIZE, "--context-params", '{"campaign_id": "cmp_1999_01"}', setup=online_store_in_tmp),
+    cli("config", "redis-unreachable", 4,
+        r"^Error: online store redis://127\.0\.0\.1:9/0: unreachable within 1s \(",
+        *MATERIALIZE, setup=env(ML_ONLINE_STORE="redis", ML_REDIS_URL="redis://127.0.0.1:9/0",
+                                ML_ONLINE_STORE_TIMEOUT="1")),
+    cli("config", "redis-without-url", 2,
+        r"^Error: config/base\.yaml: serving\.online_store\.url: required for type redis",
+        *MATERIALIZE, setup=env(ML_ONLINE_STORE="redis")),
+    api("by-id-missing-key-field", 422, r"^entities\[0\]: key field customer_id is missing$",
+        json={"context": {"campaign_id": UPCOMING}, "entities": [{}]}),
+    api("by-id-key-a-fraction", 422, r"^entities\[0\]\.customer_id: expected an integer or a string, got float 1\.5$",
+        json={"context": {"campaign_id": UPCOMING}, "entities": [{"customer_id": 1.5}]}),
+    api("by-id-too-many-entities", 422, r"^entities: 6 entities, over serving\.max_records \(5\)$", app="strict",
+        json={"context": {"campaign_id": UPCOMING}, "entities": [{"customer_id": i} for i in range(6)]}),
+    api("by-id-context-param-missing", 422, r"^context: campaign_id is missing",
+        json={"context": {}, "entities": [{"customer_id": 1}]}),
 ]  # fmt: skip
 
 

@@ -1,0 +1,202 @@
+"""`ml materialize`: copy the recipe's scoring population for one context (its entity keys and
+the model's features, read as `ml score` reads them) from the warehouse into the online store,
+where `POST /predict` looks entities up by id. The previous set for that model and context is
+replaced atomically; memory is bounded by `serving.online_store.batch_size` rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ml import contract, registry
+from ml.config import Settings
+from ml.dbt import DbtProject
+from ml.errors import ContractError, WarehouseError
+from ml.online import OnlineStore, StoredSet, context_key, encode_row, entity_key, open_store
+from ml.plan import Plan, plan
+from ml.progress import Steps
+from ml.recipe import parse_context_params, resolve_context
+from ml.registry import ModelRef
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ml.model import TrainingSchema
+    from ml.warehouse import Warehouse
+
+KEY_KINDS = ("int", "string")  # what a JSON request can name an entity by
+
+
+@dataclass
+class MaterializeResult:
+    rows: int
+    model_name: str
+    model_version: str | None
+    run_id: str
+    context: dict[str, Any]
+    relation: str
+    store: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "context": self.context,
+            "relation": self.relation,
+            "store": self.store,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def materialize(
+    settings: Settings,
+    ref: ModelRef,
+    context_params: str | dict[str, Any] | None = None,
+    *,
+    steps: Steps | None = None,
+) -> MaterializeResult:
+    """Replace the online store's set for the model and context with the warehouse's rows."""
+    steps = steps or Steps(enabled=False)
+    given = (
+        context_params if isinstance(context_params, dict) else parse_context_params(context_params)
+    )
+    from ml import tracking
+
+    with steps.step("checking the MLflow store"):
+        tracking.configure(settings)
+    with steps.step("reading the model's recipe and training schema"):
+        trained = registry.load_trained(registry.resolve(ref))
+    context = resolve_context(trained.recipe, given, "score")
+    with steps.step("checking the recipe against the dbt project"):
+        p = plan(trained.recipe, f"run {trained.run_id}: recipe", DbtProject(settings))
+    store = open_store(settings)
+    try:
+        with steps.step(f"checking the {store.where}"):
+            store.ping()
+        from ml.warehouse import connect
+
+        with connect(settings) as wh:
+            with steps.step("opening the warehouse"):
+                wh.open()
+            start = time.perf_counter()
+            relation = str(p.score_model.relation)
+            with steps.step(f"checking {relation} against the training schema"):
+                key_kinds = _check_population(wh, settings, p, trained.model.schema, context)
+            stored = StoredSet(
+                model_name=trained.model_name,
+                model_version=trained.model_version,
+                run_id=trained.run_id,
+                context=context_view(context),
+                entity_keys=list(trained.model.schema.entity_keys),
+                key_kinds=key_kinds,
+                features=list(trained.model.schema.features),
+                rows=0,
+                relation=relation,
+                materialized_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            )
+            with steps.step(f"writing the population to the {store.where}"):
+                rows = _write(settings, wh, store, p, stored, context)
+            seconds = time.perf_counter() - start
+    finally:
+        store.close()
+    return MaterializeResult(
+        rows,
+        trained.model_name,
+        trained.model_version,
+        trained.run_id,
+        stored.context,
+        relation,
+        store.where,
+        seconds,
+    )
+
+
+def context_view(context: dict[str, Any]) -> dict[str, Any]:
+    """The resolved context as JSON shows it (dates as ISO text)."""
+    return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in context.items()}
+
+
+def _check_population(
+    wh: Warehouse, settings: Settings, p: Plan, schema: TrainingSchema, context: dict[str, Any]
+) -> dict[str, str]:
+    """The population has the model's columns with their training kinds, is not empty and has
+    unique, non-null int or string keys; the keys' kinds."""
+    rel, filters = p.score_model.relation, p.filters(context)
+    if not wh.exists(rel):
+        t = settings.dbt.target
+        raise WarehouseError(
+            f"relation {rel} (dbt model {p.score_model.name}) is not built for target {t}: "
+            f"run `dbt build --select +{p.score_model.name} --target {t}`"
+        )
+    columns = wh.columns(rel)
+    expected = {k: columns.get(k, "int") for k in schema.entity_keys}
+    expected.update({c: p.kinds[c] for c in filters if c in p.kinds})
+    expected.update(schema.features)
+    contract.check_columns(columns, expected, str(rel))
+    for key in schema.entity_keys:
+        if columns[key] not in KEY_KINDS:
+            raise ContractError(
+                f"{rel}: entity key column '{key}' is {columns[key]}; serving by id needs int "
+                "or string keys"
+            )
+    stats = wh.key_stats(rel, schema.entity_keys, filters)
+    where = context_key(context_view(context))
+    if stats.rows == 0:
+        raise ContractError(
+            f"{rel}: the scoring population is empty for context {where}; nothing was written"
+        )
+    for key, nulls in stats.nulls.items():
+        if nulls:
+            raise ContractError(
+                f"{rel}: key column '{key}' has {nulls} null value(s) in context {where}; "
+                "nothing was written"
+            )
+    if stats.duplicates:
+        raise ContractError(
+            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats.duplicates} duplicate "
+            f"row(s) in context {where}; nothing was written"
+        )
+    return {k: columns[k] for k in schema.entity_keys}
+
+
+def _write(
+    settings: Settings,
+    wh: Warehouse,
+    store: OnlineStore,
+    p: Plan,
+    stored: StoredSet,
+    context: dict[str, Any],
+) -> int:
+    """Stream the keys and features into a new set, swapped in when every batch is written."""
+    filters = p.filters(context)
+    columns = list(dict.fromkeys([*stored.entity_keys, *stored.features]))
+    batches = wh.read_batches(
+        p.score_model.relation, columns, filters, settings.serving.online_store.batch_size
+    )
+    with store.writer(stored.model_name, context_key(stored.context), stored) as writer:
+        for batch in batches:
+            keys = [batch.column(k).to_pylist() for k in stored.entity_keys]
+            values = [_values(batch.column(f)) for f in stored.features]
+            writer.write(
+                [entity_key(k) for k in zip(*keys, strict=True)],
+                [encode_row(row) for row in zip(*values, strict=True)],
+            )
+    return writer.rows
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """A feature column as the model reads it in batch scoring (`ml.dataset.feature_columns`):
+    strings as they are, everything else as float64; nulls as None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.to_pylist()
+    values: list[Any] = pc.cast(column, pa.float64()).to_pylist()
+    return values

@@ -1,0 +1,323 @@
+"""Serving by entity id: `ml materialize` copies the upcoming campaign's scoring population into
+the online store (a SQLite file, or a real redis-server on a loopback port), and POST /predict
+with a context and entity keys scores each entity with its stored features: every customer of
+the campaign gets the score `ml score` wrote for it. Unknown entities, unknown contexts, a set
+materialized for another model version, malformed keys and a store that goes down are each
+refused or reported in one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from unittest import mock
+
+import duckdb
+import pytest
+from cli_errors import one_line_error  # tests/integration/cli_errors.py
+from click.testing import CliRunner
+from redis_server import RedisServer  # tests/integration/redis_server.py
+from serving import process_env, start_server  # tests/integration/serving.py
+
+from ml.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = "xgboost_x_learner"
+UPCOMING = "cmp_2026_12"
+CONTEXT = {"campaign_id": UPCOMING}
+
+
+def _env(warehouse_env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**warehouse_env, "ML_PROJECT_DIR": str(ROOT), **extra}
+
+
+def _materialize(env: dict[str, str], *args: str):
+    with mock.patch.dict(os.environ, env):
+        return CliRunner().invoke(main, ["materialize", *args])
+
+
+@pytest.fixture(scope="module")
+def store_env(warehouse_env, scored_champion, tmp_path_factory) -> dict[str, str]:
+    """The session warehouse with an online store file of this module's own, the champion's
+    upcoming campaign materialized into it."""
+    env = _env(
+        warehouse_env,
+        ML_ONLINE_STORE_PATH=str(tmp_path_factory.mktemp("online") / "online.sqlite"),
+    )
+    result = _materialize(env, "--model", f"{RECIPE}@champion", "--json")
+    assert result.exit_code == 0, result.output
+    return env
+
+
+@pytest.fixture(scope="module")
+def batch_scores(warehouse_env, scored_champion) -> dict[int, float]:
+    """customer_id -> the score `ml score` wrote for the upcoming campaign."""
+    with duckdb.connect(warehouse_env["ML_DUCKDB_PATH"]) as con:
+        rows = con.execute(
+            f"select customer_id, score from predictions.{RECIPE}__current where campaign_id = ?",
+            [UPCOMING],
+        ).fetchall()
+    return dict(rows)
+
+
+def _settings(env: dict[str, str]):
+    with mock.patch.dict(os.environ, env):
+        from ml.config import load_settings
+
+        return load_settings(root=ROOT)
+
+
+@pytest.fixture(scope="module")
+def client(store_env, served_champion):
+    """A TestClient on the champion's app reading this module's store."""
+    from fastapi.testclient import TestClient
+    from threadpoolctl import threadpool_limits
+
+    from ml.serving.app import create_app
+
+    _, _, target, model = served_champion
+    app = create_app(_settings(store_env), target, model=model)
+    with threadpool_limits(limits=None), TestClient(app) as started:
+        yield started
+
+
+def _by_id(client, ids, context=CONTEXT):
+    return client.post(
+        "/predict", json={"context": context, "entities": [{"customer_id": i} for i in ids]}
+    )
+
+
+def test_materialize_json_says_what_it_wrote(store_env, scored_champion, trained_x_learner):
+    result = _materialize(store_env, "--model", f"{RECIPE}@champion", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.splitlines()[-1])
+    assert payload["rows"] == scored_champion.rows > 40_000
+    assert payload["model_name"] == RECIPE
+    assert payload["model_version"] == trained_x_learner.model_version
+    assert payload["run_id"] == trained_x_learner.run_id
+    assert payload["context"] == CONTEXT
+    assert payload["store"] == f"online store {store_env['ML_ONLINE_STORE_PATH']}"
+    # materialized twice: one generation of rows, the previous one deleted
+    with sqlite3.connect(store_env["ML_ONLINE_STORE_PATH"]) as con:
+        assert con.execute("select count(*) from online_rows").fetchone()[0] == payload["rows"]
+
+
+def test_every_customer_of_the_campaign_scores_as_in_batch(client, batch_scores, trained_x_learner):
+    ids = sorted(batch_scores)
+    online: dict[int, float] = {}
+    for start in range(0, len(ids), 1000):
+        response = _by_id(client, ids[start : start + 1000])
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["run_id"] == trained_x_learner.run_id and body["context"] == CONTEXT
+        online.update({p["customer_id"]: p["score"] for p in body["predictions"]})
+    assert len(online) == len(batch_scores) > 40_000
+    assert online == pytest.approx(batch_scores, abs=1e-9, rel=0)
+
+
+def test_unknown_entities_are_reported_one_by_one(client, batch_scores) -> None:
+    known = sorted(batch_scores)[:2]
+    response = _by_id(client, [known[0], 999_999_999, known[1]])
+    assert response.status_code == 200, response.text
+    first, unknown, last = response.json()["predictions"]
+    assert first == {"customer_id": known[0], "score": pytest.approx(batch_scores[known[0]])}
+    assert unknown == {
+        "customer_id": 999_999_999,
+        "score": None,
+        "error": "unknown entity: not in the online store for this context",
+    }
+    assert last["score"] == pytest.approx(batch_scores[known[1]])
+
+
+def test_a_context_never_materialized_is_a_404_naming_it(client) -> None:
+    response = _by_id(client, [1], context={"campaign_id": "cmp_2099_01"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": 'context {"campaign_id":"cmp_2099_01"} was never materialized for model '
+        f"{RECIPE}: run `ml materialize --model {RECIPE} --context-params "
+        '\'{"campaign_id":"cmp_2099_01"}\'`'
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"context": CONTEXT, "entities": [{"customer_id": 1}, {"customer_id": "2"}]},
+            'entities[1].customer_id: expected an integer, got str "2"',
+        ),
+        ({"context": CONTEXT, "entities": [{"id": 1}]}, "entities[0]: unknown field 'id'"),
+        ({"context": CONTEXT, "entities": [{}]}, "entities[0]: key field customer_id is missing"),
+        (
+            {"context": CONTEXT, "entities": [{"customer_id": i} for i in range(1001)]},
+            "entities: 1001 entities, over serving.max_records (1000)",
+        ),
+        (
+            {"context": {"campaign_id": None}, "entities": [{"customer_id": 1}]},
+            "context.campaign_id: expected a string, number or boolean, got null",
+        ),
+        ({"entities": [{"customer_id": 1}]}, "context: expected an object"),
+        ({"context": CONTEXT}, "entities: expected a list of 1 to 1000 objects"),
+    ],
+)
+def test_malformed_requests_by_id_are_one_422(client, body, message) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error.startswith(message) and "\n" not in error
+
+
+def test_a_set_of_another_model_version_is_refused(client, store_env, trained_x_learner) -> None:
+    """A set written for another run (as a materialization for version 99 would leave it) is
+    refused with what to run, not scored with features the served version was not given."""
+    from ml.online import StoredSet, context_key, encode_row, entity_key, open_store
+
+    store = open_store(_settings(store_env))
+    stale = StoredSet(
+        model_name=RECIPE,
+        model_version="99",
+        run_id="0" * 32,
+        context={"campaign_id": "cmp_2026_06"},
+        entity_keys=["customer_id"],
+        key_kinds={"customer_id": "int"},
+        features=["age"],
+        rows=0,
+        relation="analytics_loaders.score_uplift",
+        materialized_at="2026-01-01T00:00:00+00:00",
+    )
+    key = context_key(stale.context)
+    try:
+        with store.writer(RECIPE, key, stale) as writer:
+            writer.write([entity_key([1])], [encode_row([40.0])])
+    finally:
+        store.close()
+    response = _by_id(client, [1], context={"campaign_id": "cmp_2026_06"})
+    assert response.status_code == 409
+    version = trained_x_learner.model_version
+    assert response.json()["error"] == (
+        f"the online store holds features of {RECIPE} version 99 (run {'0' * 32}) for context "
+        f"{key}, this server serves version {version} (run {trained_x_learner.run_id}): run "
+        f"`ml materialize --model {RECIPE}/{version} --context-params '{key}'`"
+    )
+
+
+# -- ml materialize refusals: one line, the store as it was ------------------------------------
+
+
+def _store_rows(env: dict[str, str]) -> list:
+    with sqlite3.connect(env["ML_ONLINE_STORE_PATH"]) as con:
+        return (
+            con.execute(
+                "select model, context, generation, meta from online_sets order by 1, 2"
+            ).fetchall()
+            + con.execute("select count(*) from online_rows").fetchall()
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "message"),
+    [
+        (
+            '{"campaign_id": 2026}',
+            2,
+            "--context-params: campaign_id: expected a string, got int 2026",
+        ),
+        (
+            '{"campaign_id": "cmp_1999_01"}',
+            3,
+            'the scoring population is empty for context {"campaign_id":"cmp_1999_01"}; '
+            "nothing was written",
+        ),
+    ],
+)
+def test_materialize_refusals_leave_the_store(store_env, params, code, message) -> None:
+    before = _store_rows(store_env)
+    result = _materialize(store_env, "--model", f"{RECIPE}@champion", "--context-params", params)
+    assert result.exit_code == code
+    assert one_line_error(result).endswith(message)
+    assert _store_rows(store_env) == before
+
+
+def test_materialize_to_an_unreachable_redis_is_one_line(warehouse_env, tmp_path) -> None:
+    server = RedisServer(tmp_path / "gone")
+    server.stop()
+    env = _env(
+        warehouse_env,
+        ML_ONLINE_STORE="redis",
+        ML_REDIS_URL=f"redis://127.0.0.1:{server.port}/0",
+        ML_ONLINE_STORE_TIMEOUT="1",
+    )
+    start = time.monotonic()
+    result = _materialize(env, "--model", f"{RECIPE}@champion")
+    assert result.exit_code == 4
+    assert one_line_error(result).startswith(
+        f"Error: online store redis://127.0.0.1:{server.port}/0: unreachable within 1s"
+    )
+    assert time.monotonic() - start < 30  # the model's artifacts load first; the store fails fast
+
+
+# -- Redis: the production store, and what a store going down does -----------------------------
+
+
+def test_redis_serves_the_same_scores_then_503_when_it_goes_down(
+    warehouse_env, served_champion, batch_scores, tmp_path
+) -> None:
+    from fastapi.testclient import TestClient
+    from threadpoolctl import threadpool_limits
+
+    from ml.serving.app import create_app
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        env = _env(
+            warehouse_env,
+            ML_ONLINE_STORE="redis",
+            ML_REDIS_URL=server.url,
+            ML_ONLINE_STORE_TIMEOUT="1",
+        )
+        result = _materialize(env, "--model", f"{RECIPE}@champion")
+        assert result.exit_code == 0, result.output
+        _, _, target, model = served_champion
+        app = create_app(_settings(env), target, model=model)
+        ids = sorted(batch_scores)[::97]
+        with threadpool_limits(limits=None), TestClient(app) as client:
+            assert client.get("/ready").status_code == 200
+            response = _by_id(client, ids)
+            assert response.status_code == 200, response.text
+            scores = {p["customer_id"]: p["score"] for p in response.json()["predictions"]}
+            assert scores == pytest.approx({i: batch_scores[i] for i in ids}, abs=1e-9, rel=0)
+            server.stop()
+            down = _by_id(client, ids[:1])
+            assert down.status_code == 503
+            assert down.json()["error"].startswith(f"online store {server.url}: unreachable")
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and "unreachable" in ready.json()["error"]
+            assert client.get("/health").status_code == 200
+    finally:
+        server.stop()
+
+
+# -- end to end: `ml serve` over HTTP -------------------------------------------------------------
+
+
+def test_ml_serve_answers_by_id_over_http(
+    warehouse_env, store_env, trained_x_learner, batch_scores, tmp_path
+) -> None:
+    env = process_env(warehouse_env, ML_ONLINE_STORE_PATH=store_env["ML_ONLINE_STORE_PATH"])
+    server = start_server(["--model", f"{RECIPE}@champion"], env, tmp_path)
+    try:
+        some = sorted(batch_scores)[:3]
+        response = server.client.post(
+            "/predict",
+            json={"context": CONTEXT, "entities": [{"customer_id": i} for i in some]},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == trained_x_learner.model_version
+        assert [p["score"] for p in body["predictions"]] == pytest.approx(
+            [batch_scores[i] for i in some], abs=1e-9, rel=0
+        )
+    finally:
+        server.stop()
