@@ -244,6 +244,13 @@ def _echo_metrics(metrics: dict[str, float]) -> None:
 @_model_options("Training run to score with.")
 @_context_option("score")
 @_build_option("scoring")
+@click.option(
+    "--engine",
+    type=click.Choice(["python", "sql"]),
+    default=None,
+    help="python: stream the rows through this process; sql: compile the model to SQL and "
+    "score inside the warehouse (default: predictions.engine).",
+)
 @_json_option("rows, relation, seconds, run ids")
 @click.pass_context
 def score(
@@ -252,6 +259,7 @@ def score(
     model: str | None,
     context_params: str | None,
     build: bool,
+    engine: str | None,
     as_json: bool,
 ) -> None:
     """Score a population with a trained model and write the scores to the warehouse."""
@@ -268,6 +276,7 @@ def score(
         build=build,
         steps=Steps(enabled=True),
         on_batch=progress_bar(sys.stderr),
+        engine=engine,
     )
     if as_json:
         _emit_json(result.to_dict())
@@ -282,6 +291,23 @@ def score(
     )
     if result.drifted:
         click.echo(f"drift: PSI > 0.2 for {', '.join(result.drifted)}")
+
+
+@main.command("compile")
+@_model_options("Training run whose model to compile.")
+@click.option(
+    "--dialect",
+    type=click.Choice(["duckdb", "bigquery"]),
+    required=True,
+    help="SQL dialect of the warehouse that will run it.",
+)
+@click.pass_context
+def compile_(ctx: click.Context, run_id: str | None, model: str | None, dialect: str) -> None:
+    """Print the model compiled to one SELECT over its scoring population (dbt ref)."""
+    from ml.registry import ModelRef
+    from ml.score_sql import compiled_sql
+
+    click.echo(compiled_sql(_settings(ctx), ModelRef.parse(run_id, model), dialect))
 
 
 @main.command()

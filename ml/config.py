@@ -110,6 +110,8 @@ class MLflowSettings(_Strict):
 class PredictionsSettings(_Strict):
     schema_name: str = Field(alias="schema")
     batch_size: Int = Field(default=100_000, gt=0, le=10_000_000)
+    # python: rows stream through `ml score`; sql: the model compiled to SQL runs in the warehouse
+    engine: Literal["python", "sql"] = "python"
 
 
 class OnlineStoreSettings(_Strict):

@@ -52,6 +52,24 @@ def check_feature_values(table: pa.Table, kinds: Mapping[str, str], relation: st
         _refuse(relation, name, pc.sum(big).as_py(), "beyond float32's range (+/-3.4e38)")
 
 
+# What `check_feature_values` refuses, by the names a warehouse counts them under (the SQL
+# engine checks the same values in the warehouse, before any SQL writes).
+VALUE_FAULTS = {
+    "int_range": f"beyond +/-{INT_EXACT_MAX:,} (2**53 - 1)",
+    "nan": "NaN",
+    "inf": "infinite",
+    "float32_range": "beyond float32's range (+/-3.4e38)",
+}
+
+
+def check_value_faults(faults: Mapping[str, Mapping[str, int]], relation: str) -> None:
+    """The warehouse's counts of refused values (feature -> fault -> rows), refused as
+    `check_feature_values` refuses them."""
+    for column, counts in faults.items():
+        for fault, what in VALUE_FAULTS.items():
+            _refuse(relation, column, counts.get(fault, 0), what)
+
+
 def _refuse(relation: str, column: str, count: int | None, what: str) -> None:
     if count:
         raise ContractError(

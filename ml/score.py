@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml import contract, registry
+from ml import contract, registry, score_sql
 from ml.build import build_for_context
 from ml.config import Settings
 from ml.dbt import DbtProject
@@ -25,7 +25,7 @@ from ml.plan import Plan, plan
 from ml.progress import Steps
 from ml.recipe import parse_context_params, resolve_context
 from ml.registry import ModelRef, TrainedModel
-from ml.warehouse import Warehouse
+from ml.warehouse import Warehouse, warehouse_dialect
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,6 +47,7 @@ class ScoreResult:
     model_version: str | None
     context: dict[str, Any]
     drifted: list[str] = field(default_factory=list)
+    engine: str = "python"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class ScoreResult:
             "model_version": self.model_version,
             "context": self.context,
             "drifted_features": self.drifted,
+            "engine": self.engine,
         }
 
 
@@ -89,9 +91,13 @@ def score(
     build: bool = False,
     steps: Steps | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    engine: str | None = None,
 ) -> ScoreResult:
-    """Score the recipe's population for one context and replace its slice of the score table."""
+    """Score the recipe's population for one context and replace its slice of the score table,
+    in Python (`engine` python: the rows stream through this process) or in the warehouse
+    (sql: the model compiled to its dialect; default `predictions.engine`)."""
     steps = steps or Steps(enabled=False)
+    engine = engine or settings.predictions.engine
     given = (
         context_params if isinstance(context_params, dict) else parse_context_params(context_params)
     )
@@ -101,6 +107,9 @@ def score(
         tracking.configure(settings)
     with steps.step("loading the model from its run's artifacts"):
         trained = registry.load_trained(registry.resolve(ref))
+    if engine == "sql":  # an estimator the compiler refuses is refused before any work
+        with steps.step(f"compiling the model to {warehouse_dialect(settings)} SQL"):
+            score_sql.compile_for(trained, warehouse_dialect(settings), "population", [])
     from ml.sources import check_writable
 
     check_writable(settings, trained.recipe)  # before any side effect: the build, the slice
@@ -114,9 +123,14 @@ def score(
         start = time.perf_counter()
         with steps.step(f"checking {target.relation} against the training schema"):
             total = _check_population(wh, settings, target, trained.model.schema)
-        drift = _drift(trained, total)
-        with steps.step(f"scoring {total:,} rows into {target.output}"):
-            rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
+        if engine == "sql":
+            rows, drift = _score_in_warehouse(wh, target, trained, total, steps)
+            if on_batch:
+                on_batch(rows, total)
+        else:
+            drift = _drift(trained, total)
+            with steps.step(f"scoring {total:,} rows into {target.output}"):
+                rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
         if trained.policy_curve:
             with steps.step(f"writing the held-out policy curve to {target.output}__policy"):
                 _write_policy_curve(wh, target, trained)
@@ -124,7 +138,9 @@ def score(
     report = drift.report() if drift else {}
     drifted = sorted(n for n, r in report.items() if r["drifted"])
     with steps.step("logging the scoring run to MLflow"):
-        score_run_id = _log_scoring_run(settings, trained, target, rows, seconds, report, drifted)
+        score_run_id = _log_scoring_run(
+            settings, trained, target, rows, seconds, report, drifted, engine
+        )
     from ml.sources import ensure_declared
 
     ensure_declared(settings, trained.recipe, policy=bool(trained.policy_curve))
@@ -139,6 +155,7 @@ def score(
         trained.model_version,
         target.context,
         drifted,
+        engine,
     )
 
 
@@ -177,17 +194,8 @@ def _write_scores(
     on_batch: Callable[[int, int], None] | None,
 ) -> int:
     """Stream the population through the model into a new slice; returns the rows written."""
-    p, context, schema = target.plan, target.context, trained.model.schema
-    scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    slice_ = {**{p.context_columns[n]: v for n, v in context.items()}, "run_id": trained.run_id}
-    constants = {
-        **{p.context_columns[n]: v for n, v in context.items() if n not in p.filter_columns},
-        "model_name": trained.model_name,
-        "model_version": trained.model_version,
-        "run_id": trained.run_id,
-        "scored_at": scored_at,
-    }
-    typed = {name: (value, _arrow_type(value)) for name, value in constants.items()}
+    p, schema = target.plan, trained.model.schema
+    slice_, typed = _slice(target, trained)
     columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
     batches = wh.read_batches(
         p.score_model.relation, columns, target.filters, settings.predictions.batch_size
@@ -204,6 +212,44 @@ def _write_scores(
             on_batch,
         )
     return writer.rows
+
+
+def _slice(target: Target, trained: TrainedModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The slice's key (context columns and run id) and the constants stored with it."""
+    p, context = target.plan, target.context
+    scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    slice_ = {**{p.context_columns[n]: v for n, v in context.items()}, "run_id": trained.run_id}
+    constants = {
+        **{p.context_columns[n]: v for n, v in context.items() if n not in p.filter_columns},
+        "model_name": trained.model_name,
+        "model_version": trained.model_version,
+        "run_id": trained.run_id,
+        "scored_at": scored_at,
+    }
+    return slice_, {name: (value, _arrow_type(value)) for name, value in constants.items()}
+
+
+def _score_in_warehouse(
+    wh: Warehouse, target: Target, trained: TrainedModel, total: int, steps: Steps
+) -> tuple[int, DriftAccumulator | None]:
+    """The SQL engine: the same checks on the values, then one statement writes the slice
+    inside the warehouse; drift from a sample the warehouse draws."""
+    p, schema = target.plan, trained.model.schema
+    rel = p.score_model.relation
+    with steps.step(f"checking the feature values of {target.relation} in the warehouse"):
+        score_sql.check_values(wh, rel, schema.features, target.filters)
+    passthrough = _unique([*schema.entity_keys, *target.filters])
+    slice_, typed = _slice(target, trained)
+    with (
+        steps.step(f"scoring {total:,} rows in the warehouse into {target.output}"),
+        wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer,
+    ):
+        score_sql.write_scores(wh, writer, rel, trained, passthrough, target.filters)
+    with steps.step("sampling the population for the drift report"):
+        drift = score_sql.drift_sample(
+            wh, rel, schema.features, target.filters, trained.profile, DRIFT_SAMPLE_ROWS
+        )
+    return writer.rows, drift
 
 
 def _write_policy_curve(wh: Warehouse, target: Target, trained: TrainedModel) -> None:
@@ -378,6 +424,7 @@ def _log_scoring_run(
     seconds: float,
     drift: dict[str, Any],
     drifted: list[str],
+    engine: str,
 ) -> str:
     import mlflow
 
@@ -396,12 +443,14 @@ def _log_scoring_run(
                 "ml.dbt_target": settings.dbt.target,
                 "ml.context": json.dumps(context, default=str, sort_keys=True),
                 "ml.drifted_features": ",".join(drifted),
+                "ml.engine": engine,
             }
         )
         mlflow.log_params(
             {
                 "input_relation": target.relation,
                 "output_relation": target.output,
+                "engine": engine,
                 **{f"context.{k}": str(v) for k, v in context.items()},
             }
         )

@@ -403,6 +403,7 @@ def _artifacts(
     """The model and the files that explain it: recipe, redacted config, compiled SQL, the
     training schema, evaluation tables and plots."""
     from ml.model import TrainingSchema
+    from ml.sqlcompile import model_sql_files
 
     d = p.recipe.data
     schema = TrainingSchema(
@@ -425,6 +426,8 @@ def _artifacts(
             for name, table in ev.tables.items()
         },
     }
+    # the model as SQL per dialect, where it compiles (`ml score --engine sql`, `ml compile`)
+    texts.update(model_sql_files(schema, pre, estimator, p.score_model.name))
     plots = {f"plots/{name}": png for name, png in ev.plots.items()}
     return registry.ModelArtifacts(schema, pre, estimator, texts, plots)
 

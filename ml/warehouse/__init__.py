@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml.errors import ConfigError
-from ml.warehouse.base import KeyStats, Relation, SliceWriter, Warehouse
+from ml.warehouse.base import KeyStats, Population, Relation, SliceWriter, Warehouse
 
 if TYPE_CHECKING:
     from ml.config import Settings
@@ -34,6 +34,11 @@ def database_name(settings: Settings) -> str | None:
     return None
 
 
+def warehouse_dialect(settings: Settings) -> str:
+    """The SQL dialect of the configured warehouse (compiled models are written in it)."""
+    return settings.warehouse.type
+
+
 def connect(settings: Settings) -> Warehouse:
     """The configured warehouse, not yet connected (`open()` or first use connects)."""
     kind = settings.warehouse.type
@@ -47,9 +52,11 @@ def connect(settings: Settings) -> Warehouse:
 __all__ = [
     "BACKENDS",
     "KeyStats",
+    "Population",
     "Relation",
     "SliceWriter",
     "Warehouse",
     "connect",
     "database_name",
+    "warehouse_dialect",
 ]

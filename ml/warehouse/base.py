@@ -45,6 +45,19 @@ class KeyStats:
         return self.rows - self.distinct
 
 
+# numeric feature -> fault -> rows: the values the contract refuses (ml.contract.VALUE_FAULTS)
+ValueFaults = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Population:
+    """A filtered relation as a parenthesized SELECT in the backend's dialect, with its bound
+    parameters in the backend's own form: what a compiled model scores inside the warehouse."""
+
+    sql: str
+    params: list[Any]
+
+
 class SliceWriter(Protocol):
     """Replaces the rows of one slice (context + training run) of a score table atomically:
     readers see the old rows until the context exits cleanly, then the new ones, never a mix;
@@ -55,6 +68,11 @@ class SliceWriter(Protocol):
     def __enter__(self) -> SliceWriter: ...
 
     def write(self, batch: pa.Table | pa.RecordBatch) -> None: ...
+
+    def write_query(self, query: str, params: list[Any], kinds: Mapping[str, str]) -> None:
+        """The rows a SELECT returns (columns -> kinds, in order), written inside the
+        warehouse (`INSERT ... SELECT`, `MERGE ... USING (SELECT ...)`): no row leaves it."""
+        ...
 
     def __exit__(
         self,
@@ -90,6 +108,29 @@ class Warehouse(Protocol):
     ) -> Iterator[pa.RecordBatch]: ...
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats: ...
+
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect compiled models are written in for this warehouse."""
+        ...
+
+    def population(self, relation: Relation, columns: list[str], filters: Filters) -> Population:
+        """The filtered columns as a SELECT to build on (values bound, never pasted)."""
+        ...
+
+    def value_faults(
+        self, relation: Relation, kinds: Mapping[str, str], filters: Filters
+    ) -> ValueFaults:
+        """Per numeric feature, the rows whose value the model would not take the same way as
+        in training (NaN, infinite, beyond float32, an int beyond 2**53), counted in SQL."""
+        ...
+
+    def read_sample(
+        self, relation: Relation, columns: list[str], filters: Filters, rows: int
+    ) -> pa.Table:
+        """About `rows` rows of the filtered relation, sampled by the warehouse (the same rows
+        each time for the same data)."""
+        ...
 
     def count_query_rows(self, sql: str, filters: Filters) -> int:
         """Rows a query returns, filtered (the compiled SQL of a dbt model, before building it)."""

@@ -539,6 +539,60 @@ CASES = [
 ]  # fmt: skip
 
 
+# -- the SQL engine (`ml score --engine sql`, `ml compile`) ------------------------------------
+_TRAINED: dict[tuple[str, str], str] = {}  # (variant, store) -> run id: trained once per store
+VARIANTS = {  # conversion_xgb with another estimator
+    "sklearn": {"class_path": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 200}},
+    "big": {"class_path": "xgboost.XGBClassifier",
+            "params": {"n_estimators": 800, "max_depth": 6, "learning_rate": 0.05, "n_jobs": 2}},
+}  # fmt: skip
+
+
+def trained_variant(variant: str) -> Setup:
+    """A model of the conversion recipe with another estimator, trained in the module's own
+    store on a copy of the warehouse; its run id as {other_run_id}."""
+
+    def setup(bench: Bench) -> None:
+        from ml.config import load_settings
+        from ml.train import train
+
+        bench.warehouse("select 1", training=True)
+        key = (variant, bench.train_store["MLFLOW_TRACKING_URI"])
+        if key not in _TRAINED:
+            data = yaml.safe_load((ROOT / "recipes" / "conversion_xgb.yaml").read_text())
+            data["name"] = f"sql_{variant}"
+            data["model"] = VARIANTS[variant]
+            path = bench.tmp / f"sql_{variant}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            _TRAINED[key] = train(load_settings(root=ROOT), path).run_id
+        bench.values["other_run_id"] = _TRAINED[key]
+
+    return setup
+
+
+SQL = ("--engine", "sql")
+CASES += [
+    cli("data", "sql-score-type-changed", 3, r"score_uplift: column 'age' is string, expected int",
+        *SCORE, *SQL, setup=data("alter table analytics_loaders.score_uplift alter age type varchar")),
+    cli("data", "sql-feature-infinite", 3,
+        r"score_uplift: feature column 'monetary_30d' has \d+ infinite value\(s\)",
+        *SCORE, *SQL, setup=data("update analytics_loaders.score_uplift set monetary_30d = 'inf'::double "
+                                 f"where campaign_id = '{UPCOMING}' and customer_id % 97 = 0")),
+    cli("data", "sql-feature-type-not-compiled", 3,
+        r"score_uplift: feature column 'monetary_30d' is decimal, trained as float: the SQL engine reads",
+        *SCORE, *SQL, setup=data("alter table analytics_loaders.score_uplift alter monetary_30d type decimal(18, 2)")),
+    cli("recipe", "sql-unsupported-estimator", 2,
+        r"^Error: estimator sklearn\.LogisticRegression cannot be compiled to SQL \(supported: .*\); "
+        r"score it with --engine python$",
+        "score", "--run-id", "{other_run_id}", *SQL, setup=trained_variant("sklearn")),
+    cli("recipe", "sql-model-too-large-for-bigquery", 2,
+        r"^Error: the compiled bigquery query is [\d,]+ characters, over bigquery's limit of 1,048,576",
+        "compile", "--run-id", "{other_run_id}", "--dialect", "bigquery", setup=trained_variant("big")),
+    cli("cli", "sql-engine-unknown", 2, r"^Error: Invalid value for '--engine': 'spark' is not one of",
+        *SCORE, "--engine", "spark"),
+]  # fmt: skip
+
+
 # -- fixtures --------------------------------------------------------------------------------
 
 

@@ -282,6 +282,36 @@ def test_reads_fall_back_to_rest_without_the_storage_api(
     )
 
 
+def test_sql_engine_scores_inside_bigquery_as_the_python_engine(
+    prod_cycle: dict, bq_env: dict[str, str]
+) -> None:
+    """`--engine sql`: one MERGE whose source is the compiled model over the population; the
+    slice it leaves equals the Python engine's on every row within 1e-6."""
+    from ml.registry import ModelRef
+    from ml.score import score
+
+    trained, settings = prod_cycle["trained"], prod_cycle["settings"]
+    rows = (
+        f"select customer_id, score, model_version, campaign_id from `{SCORES}` "
+        "where run_id = @r order by customer_id"
+    )
+    python = _rows(bq_env, rows, r=trained.run_id)  # the Python engine's slice (the cycle's)
+    result = score(settings, ModelRef(run_id=trained.run_id), engine="sql")
+    sql = _rows(bq_env, rows, r=trained.run_id)
+    assert result.engine == "sql" and result.rows == len(python) == len(sql) > 0
+    assert [r["customer_id"] for r in sql] == [r["customer_id"] for r in python]
+    assert {(r["model_version"], r["campaign_id"]) for r in sql} == {
+        (trained.model_version, UPCOMING)
+    }
+    worst = max(abs(a["score"] - b["score"]) for a, b in zip(sql, python, strict=True))
+    assert worst <= 1e-6, worst
+    current = _rows(bq_env, f"select count(*) as n, min(run_id) as r from `{SCORES}__current`")
+    assert current == [{"n": result.rows, "r": trained.run_id}]
+    with _client(bq_env) as client:
+        tables = [t.table_id for t in client.list_tables(f"{PROJECT}.predictions", timeout=30)]
+    assert "_ml_staging" not in " ".join(tables)
+
+
 def test_dbt_compile_prod_is_clean_without_credentials(tmp_path: Path) -> None:
     """No warehouse, no real credentials: a dummy service account, no cache population, and an
     endpoint on a closed loopback port, so nothing can hang or leave the machine."""

@@ -14,7 +14,7 @@ from ml.errors import UnsupportedModelError
 from ml.model import ScoringModel, TrainingSchema
 from ml.preprocess import Preprocessor
 from ml.recipe import PreprocessingSpec
-from ml.sqlcompile import compile_model
+from ml.sqlcompile import CompiledQuery, compile_model
 from ml.sqlcompile.trees import threshold
 
 N = 600
@@ -50,6 +50,10 @@ def _fit(spec: PreprocessingSpec, seed: int = 0) -> tuple[Preprocessor, np.ndarr
     return pre, X, rng
 
 
+def _compile(model: ScoringModel, dialect: str, source: str, keep: list[str]) -> CompiledQuery:
+    return compile_model(model.schema, model.preprocessor, model.estimator, dialect, source, keep)
+
+
 def _sql_scores(model: ScoringModel, rows: dict[str, list]) -> np.ndarray:
     con = duckdb.connect()
     table = pa.table(
@@ -63,7 +67,7 @@ def _sql_scores(model: ScoringModel, rows: dict[str, list]) -> np.ndarray:
     )
     con.register("population_arrow", table)
     con.execute("create table population as select * from population_arrow")
-    compiled = compile_model(model, "duckdb", "population", ["id"])
+    compiled = _compile(model, "duckdb", "population", ["id"])
     out = con.execute(f"{compiled.sql} order by id").fetchnumpy()
     assert out["id"].tolist() == rows["id"]
     return np.asarray(out["score"], dtype=np.float64)
@@ -153,7 +157,7 @@ def test_many_trees_are_summed_in_layers() -> None:
     y = np.nan_to_num(X[:, 0] + rng.normal(size=len(X))) / 50
     est = XGBRegressor(n_estimators=300, max_depth=2, learning_rate=0.05, n_jobs=1)
     model = _model("regression", pre, est.fit(X, np.nan_to_num(y)))
-    compiled = compile_model(model, "duckdb", "population", ["id"])
+    compiled = _compile(model, "duckdb", "population", ["id"])
     assert compiled.trees == 300
     # 300 trees: 19 columns of up to 16 trees, summed 16 at a time into 2, then into the margin
     assert '"_ml_y_0_18"' in compiled.sql and '"_ml_y_0_19"' not in compiled.sql
@@ -244,7 +248,7 @@ def test_unsupported_estimators_are_refused_naming_them() -> None:
     pre, X, rng = _fit(PreprocessingSpec())
     y = rng.normal(size=len(X))
     linear = _model("regression", pre, LinearRegression().fit(X, y))
-    message = refused(lambda: compile_model(linear, "duckdb", "p", ["id"]), UnsupportedModelError)
+    message = refused(lambda: _compile(linear, "duckdb", "p", ["id"]), UnsupportedModelError)
     assert "sklearn.LinearRegression" in message and "--engine python" in message
     t = (rng.random(len(X)) < 0.5).astype(int)
     est = XLearner(
@@ -252,19 +256,19 @@ def test_unsupported_estimators_are_refused_naming_them() -> None:
         cate_models=XGBRegressor(n_estimators=5),
     ).fit(y, t, X=X)  # fmt: skip
     message = refused(
-        lambda: compile_model(_model("uplift", pre, est), "duckdb", "p", ["id"]),
+        lambda: _compile(_model("uplift", pre, est), "duckdb", "p", ["id"]),
         UnsupportedModelError,
     )
     assert "propensity model sklearn.LogisticRegression" in message
     poisson = XGBRegressor(n_estimators=5, objective="count:poisson").fit(X, np.abs(y))
     message = refused(
-        lambda: compile_model(_model("regression", pre, poisson), "duckdb", "p", ["id"]),
+        lambda: _compile(_model("regression", pre, poisson), "duckdb", "p", ["id"]),
         UnsupportedModelError,
     )
     assert "objective 'count:poisson'" in message
     multi = XGBClassifier(n_estimators=5).fit(X, rng.integers(0, 3, len(X)))
     message = refused(
-        lambda: compile_model(_model("classification", pre, multi), "duckdb", "p", ["id"]),
+        lambda: _compile(_model("classification", pre, multi), "duckdb", "p", ["id"]),
         UnsupportedModelError,
     )
     assert "3 classes" in message
@@ -279,7 +283,7 @@ def test_decimal_features_are_refused() -> None:
         pre,
         XGBRegressor(n_estimators=3).fit(X, rng.normal(size=len(X))),
     )
-    message = refused(lambda: compile_model(model, "duckdb", "p", ["id"]), UnsupportedModelError)
+    message = refused(lambda: _compile(model, "duckdb", "p", ["id"]), UnsupportedModelError)
     assert message == (
         "model unit: feature 'amount' is decimal; the SQL engine compiles bool, float, int, "
         "string features only (use --engine python)"
@@ -292,9 +296,9 @@ def test_a_query_over_bigquerys_length_limit_is_refused() -> None:
     pre, X, rng = _fit(PreprocessingSpec())
     est = XGBRegressor(n_estimators=600, max_depth=6, learning_rate=0.01, n_jobs=1)
     model = _model("regression", pre, est.fit(X, rng.normal(size=len(X))))
-    assert len(compile_model(model, "duckdb", "p", ["id"]).sql) > 1024 * 1024  # no limit there
+    assert len(_compile(model, "duckdb", "p", ["id"]).sql) > 1024 * 1024  # no limit there
     message = refused(
-        lambda: compile_model(model, "bigquery", "p", ["id"]), UnsupportedModelError, seconds=30
+        lambda: _compile(model, "bigquery", "p", ["id"]), UnsupportedModelError, seconds=30
     )
     assert message.startswith("the compiled bigquery query is ")
     assert "over bigquery's limit of 1,048,576" in message

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ml.config import Settings
 from ml.errors import ConfigError
-from ml.warehouse.base import Constants, Filters, KeyStats
+from ml.warehouse.base import Constants, Filters, KeyStats, Population, ValueFaults
 from ml.warehouse.bigquery import read, write
 from ml.warehouse.bigquery.connection import BigQuery
 
@@ -58,6 +58,23 @@ class BigQueryWarehouse:
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
         return read.key_stats(self.bq, relation, keys, filters)
+
+    @property
+    def dialect(self) -> str:
+        return "bigquery"
+
+    def population(self, relation: Relation, columns: list[str], filters: Filters) -> Population:
+        return read.population(self.bq, relation, columns, filters)
+
+    def value_faults(
+        self, relation: Relation, kinds: Mapping[str, str], filters: Filters
+    ) -> ValueFaults:
+        return read.value_faults(self.bq, relation, kinds, filters)
+
+    def read_sample(
+        self, relation: Relation, columns: list[str], filters: Filters, rows: int
+    ) -> pa.Table:
+        return read.read_sample(self.bq, relation, columns, filters, rows)
 
     def count_query_rows(self, sql: str, filters: Filters) -> int:
         return read.count_query_rows(self.bq, sql, filters)

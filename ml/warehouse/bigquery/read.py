@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import WarehouseError, one_line
-from ml.kinds import arrow_type, type_name_kind
-from ml.warehouse.base import KeyStats
+from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX, arrow_type, type_name_kind
+from ml.warehouse.base import KeyStats, Population, ValueFaults
 from ml.warehouse.bigquery.sql import quote_ident, table_ref, where_sql
 
 if TYPE_CHECKING:
@@ -180,6 +180,80 @@ def key_stats(
         nulls={k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
         distinct=int(row["n_distinct"] or 0),
     )
+
+
+def population(
+    bq: BigQuery, relation: Relation, columns: list[str], filters: Mapping[str, Any]
+) -> Population:
+    sql, params = _select(bq, relation, columns, filters)
+    return Population(f"({sql})", params)
+
+
+def value_faults(
+    bq: BigQuery, relation: Relation, kinds: Mapping[str, str], filters: Mapping[str, Any]
+) -> ValueFaults:
+    """One query counting, per numeric feature, what `ml.contract.check_feature_values`
+    refuses."""
+    counts: list[tuple[str, str, str]] = []
+    for name, kind in kinds.items():
+        c = quote_ident(name)
+        if kind == "int":
+            counts.append((name, "int_range", f"({c} > {INT_EXACT_MAX} or {c} < -{INT_EXACT_MAX})"))
+        elif kind in ("float", "decimal"):
+            x = f"cast({c} as float64)"
+            counts += [
+                (name, "nan", f"is_nan({x})"),
+                (name, "inf", f"is_inf({x})"),
+                (name, "float32_range", f"abs({x}) > {FLOAT32_MAX!r} and not is_inf({x})"),
+            ]
+    if not counts:
+        return {}
+    sql, params = _select(bq, relation, list(kinds), filters)
+    terms = ", ".join(f"countif({cond}) as n{i}" for i, (_, _, cond) in enumerate(counts))
+    try:
+        job = bq.query(f"select {terms} from ({sql})", params)
+        row = next(iter(job.result(retry=bq.retry, timeout=bq.timeout)))
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+    faults: ValueFaults = {}
+    for i, (name, fault, _) in enumerate(counts):
+        faults.setdefault(name, {})[fault] = int(row[f"n{i}"] or 0)
+    return faults
+
+
+def read_sample(
+    bq: BigQuery, relation: Relation, columns: list[str], filters: Mapping[str, Any], rows: int
+) -> pa.Table:
+    """About `rows` of the filtered rows, chosen by a hash of each row's values (the same rows
+    for the same data): only the sample leaves BigQuery."""
+    import pyarrow as pa
+
+    sql, params = _select(bq, relation, columns, filters)
+    values = ", ".join(quote_ident(c) for c in columns)
+    row_hash = f"farm_fingerprint(to_json_string(struct({values})))"
+    try:
+        counted = bq.query(f"select count(*) as n from ({sql})", params)
+        total = int(next(iter(counted.result(retry=bq.retry, timeout=bq.timeout)))["n"] or 0)
+        per_million = int(min(1.0, rows / total) * 1_000_000) if total else 1_000_000
+        job = bq.query(
+            f"select * from ({sql}) where mod(abs({row_hash}), 1000000) < {per_million}", params
+        )
+        batches = list(_read_table(bq, _destination(job), None, columns, 100_000, job))
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"sampling {relation} failed: {one_line(exc)}") from None
+    return pa.Table.from_batches(batches) if batches else _empty(bq, relation, columns)
+
+
+def _destination(job: Any) -> str:
+    dest = job.destination
+    return f"{dest.project}.{dest.dataset_id}.{dest.table_id}"
+
+
+def _empty(bq: BigQuery, relation: Relation, columns: list[str]) -> pa.Table:
+    import pyarrow as pa
+
+    by_name = {f.name: f for f in bq.get_table(bq.table_id(relation)).schema}
+    return pa.schema([pa.field(c, _arrow_type(by_name[c])) for c in columns]).empty_table()
 
 
 def _api_errors() -> tuple[type[BaseException], ...]:

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import ConfigError, WarehouseError, one_line
-from ml.warehouse.bigquery.sql import checked_ident, quote_ident, table_ref, where_sql
+from ml.warehouse.bigquery.sql import (
+    checked_ident,
+    query_parameter,
+    quote_ident,
+    table_ref,
+    where_sql,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -103,6 +109,7 @@ class BigQuerySliceWriter:
         self._tmp: str | None = None
         self._writer: Any = None
         self._schema: Any = None
+        self._query: tuple[str, list[Any], dict[str, str]] | None = None
 
     def __enter__(self) -> BigQuerySliceWriter:
         self._tmp = tempfile.mkdtemp(prefix="ml-bq-scores-")
@@ -127,12 +134,21 @@ class BigQuerySliceWriter:
         self._writer.write_table(table.cast(self._schema))
         self.rows += n
 
+    def write_query(self, query: str, params: list[Any], kinds: Mapping[str, str]) -> None:
+        """The query's rows replace the slice on a clean exit, by one MERGE whose source is the
+        query itself: no row leaves BigQuery."""
+        if self._writer is not None or self._query is not None:
+            raise WarehouseError(f"{self.dataset}.{self.name}: one write_query per slice")
+        self._query = (query, list(params), dict(kinds))
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self._writer is not None:
                 self._writer.close()
             if exc_type is None and self._writer is not None:
                 self._publish(Path(self._tmp or ".") / "scores.parquet")
+            if exc_type is None and self._query is not None:
+                self._publish_query(*self._query)
         finally:
             if self._tmp:
                 shutil.rmtree(self._tmp, ignore_errors=True)
@@ -179,6 +195,62 @@ class BigQuerySliceWriter:
                 f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
             ) from None
 
+    def _publish_query(self, query: str, params: list[Any], kinds: Mapping[str, str]) -> None:
+        import pyarrow as pa
+        from google.cloud import bigquery
+
+        from ml.kinds import arrow_type
+
+        bq = self.bq
+        fields = [pa.field(c, arrow_type(k)) for c, k in kinds.items()]
+        fields += [pa.field(c, t) for c, (_, t) in self.constants.items() if c not in kinds]
+        schema = _bigquery_schema(pa.schema(fields))
+        names = [f.name for f in schema]
+        extra: list[str] = []
+        constant_params: list[Any] = []
+        for i, (column, (value, _)) in enumerate(self.constants.items()):
+            if column in kinds:
+                continue
+            kind = next(f.field_type for f in schema if f.name == column)
+            if value is None:
+                extra.append(f"cast(null as {kind}) as {quote_ident(column)}")
+            else:
+                extra.append(f"@c{i} as {quote_ident(column)}")
+                constant_params.append(query_parameter(f"c{i}", value, column))
+        source = (
+            f"select _ml_scored.*{''.join(', ' + e for e in extra)} from ({query}) as _ml_scored"
+        )
+        try:
+            ensure_dataset(bq, self.dataset)
+            target = bigquery.Table(self.table_id, schema=schema)
+            existing = bq.client.create_table(
+                target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
+            )
+            if {f.name for f in existing.schema} != set(names):
+                raise WarehouseError(
+                    f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
+                    f"differ from the scores ({', '.join(names)}); drop or rename the old table"
+                )
+            sql, slice_params = self._merge(f"({source})", names, quoted=False)
+            bq.query(sql, [*params, *constant_params, *slice_params])
+            self.rows = self._slice_rows()
+            if self.with_current:
+                bq.query(self._current_view(), [])
+        except WarehouseError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise WarehouseError(
+                f"writing {self.dataset}.{self.name} failed: {one_line(exc)}; the previous scores are unchanged"
+            ) from None
+
+    def _slice_rows(self) -> int:
+        """Rows the slice holds now (counted in BigQuery)."""
+        where, params = where_sql(self.slice, "s")
+        job = self.bq.query(
+            f"select count(*) as n from {table_ref(self.table_id)} where {where}", params
+        )
+        return int(next(iter(job.result(retry=self.bq.retry, timeout=self.bq.timeout)))["n"] or 0)
+
     def _current_view(self) -> str:
         """`<name>__current`: per context, the slice scored last (then the highest run id)."""
         context = ", ".join(quote_ident(c) for c in self.slice if c != "run_id")
@@ -190,15 +262,19 @@ class BigQuerySliceWriter:
             f"as _ml_rank from {table_ref(self.table_id)}) where _ml_rank = 1"
         )
 
-    def _merge(self, staging: str, names: list[str]) -> tuple[str, list[Any]]:
+    def _merge(
+        self, staging: str, names: list[str], *, quoted: bool = True
+    ) -> tuple[str, list[Any]]:
         """ON FALSE matches nothing: the slice's old rows are 'not matched by source' and go,
-        every staged row is 'not matched by target' and goes in; one statement, one commit."""
+        every staged row is 'not matched by target' and goes in; one statement, one commit.
+        `staging` is a table id, or (unquoted) a parenthesized SELECT."""
         where, params = where_sql(self.slice, "s", alias="target")
         cols = ", ".join(quote_ident(c) for c in names)
         values = ", ".join(f"incoming.{quote_ident(c)}" for c in names)
+        source = table_ref(staging) if quoted else staging
         sql = (
             f"merge into {table_ref(self.table_id)} as target "
-            f"using {table_ref(staging)} as incoming on false "
+            f"using {source} as incoming on false "
             f"when not matched by source and {where} then delete "
             f"when not matched by target then insert ({cols}) values ({values})"
         )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
 from ml.errors import ConfigError
-from ml.warehouse.base import Constants, Filters, KeyStats
+from ml.warehouse.base import Constants, Filters, KeyStats, Population, ValueFaults
 from ml.warehouse.duckdb import read, write
 from ml.warehouse.duckdb.connection import Connection
 
@@ -62,6 +62,23 @@ class DuckDBWarehouse:
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
         return read.key_stats(self.con, relation, keys, filters)
+
+    @property
+    def dialect(self) -> str:
+        return "duckdb"
+
+    def population(self, relation: Relation, columns: list[str], filters: Filters) -> Population:
+        return read.population(relation, columns, filters)
+
+    def value_faults(
+        self, relation: Relation, kinds: Mapping[str, str], filters: Filters
+    ) -> ValueFaults:
+        return read.value_faults(self.con, relation, kinds, filters)
+
+    def read_sample(
+        self, relation: Relation, columns: list[str], filters: Filters, rows: int
+    ) -> pa.Table:
+        return read.read_sample(self.con, relation, columns, filters, rows)
 
     def count_query_rows(self, sql: str, filters: Filters) -> int:
         return read.count_query_rows(self.con, sql, filters)

@@ -6,12 +6,12 @@ bound by the driver, never part of the SQL text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import WarehouseError, one_line
-from ml.kinds import type_name_kind
-from ml.warehouse.base import Filters, KeyStats
+from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX, type_name_kind
+from ml.warehouse.base import Filters, KeyStats, Population, ValueFaults
 from ml.warehouse.duckdb.sql import quote_ident, select
 
 if TYPE_CHECKING:
@@ -108,3 +108,51 @@ def key_stats(con: Any, relation: Relation, keys: list[str], filters: Filters) -
         nulls={k: int(row[1 + i] or 0) for i, k in enumerate(keys)},
         distinct=int(row[-1] or 0),
     )
+
+
+def population(relation: Relation, columns: list[str], filters: Filters) -> Population:
+    sql, params = select(relation, columns, dict(filters))
+    return Population(f"({sql})", params)
+
+
+def value_faults(
+    con: Any, relation: Relation, kinds: Mapping[str, str], filters: Filters
+) -> ValueFaults:
+    """One pass over the filtered relation counting, per numeric feature, what
+    `ml.contract.check_feature_values` refuses."""
+    counts: list[tuple[str, str, str]] = []
+    for name, kind in kinds.items():
+        c = quote_ident(name)
+        if kind == "int":
+            counts.append((name, "int_range", f"({c} > {INT_EXACT_MAX} or {c} < -{INT_EXACT_MAX})"))
+        elif kind in ("float", "decimal"):
+            x = f"cast({c} as double)"
+            counts += [
+                (name, "nan", f"isnan({x})"),
+                (name, "inf", f"isinf({x})"),
+                (name, "float32_range", f"isfinite({x}) and abs({x}) > {FLOAT32_MAX!r}"),
+            ]
+    if not counts:
+        return {}
+    sql, params = select(relation, list(kinds), dict(filters))
+    terms = ", ".join(f"count(*) filter (where {cond})" for _, _, cond in counts)
+    try:
+        row = con.cursor().execute(f"select {terms} from ({sql})", params).fetchone()
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"reading {relation} failed: {one_line(exc)}") from None
+    faults: ValueFaults = {}
+    for (name, fault, _), n in zip(counts, row, strict=True):
+        faults.setdefault(name, {})[fault] = int(n or 0)
+    return faults
+
+
+def read_sample(
+    con: Any, relation: Relation, columns: list[str], filters: Filters, rows: int
+) -> pa.Table:
+    """A reservoir sample of the filtered rows, seeded (the same rows for the same data)."""
+    sql, params = select(relation, columns, dict(filters))
+    sample = f"select * from ({sql}) using sample reservoir({int(rows)} rows) repeatable (42)"
+    try:
+        return con.cursor().execute(sample, params).to_arrow_table()
+    except Exception as exc:  # noqa: BLE001
+        raise WarehouseError(f"sampling {relation} failed: {one_line(exc)}") from None

@@ -87,6 +87,34 @@ class DuckDBSliceWriter:
             self._con.execute("commit")
             self._uncommitted = -1
 
+    def write_query(self, query: str, params: list[Any], kinds: Mapping[str, str]) -> None:
+        """`insert into _<name>__scores select ...`: the query's rows go into the new slice
+        without leaving DuckDB, in one transaction of their own; the swap follows on exit."""
+        from ml.kinds import arrow_type
+
+        schema = pa.schema([pa.field(c, arrow_type(k)) for c, k in kinds.items()])
+        if not self._insert:
+            self._prepare(schema)
+        if self._uncommitted >= 0:
+            self._con.execute("commit")
+            self._uncommitted = -1
+        cols = ", ".join(q(c) for c in self._score_cols)
+        insert = (
+            f"insert into {self.scores} (slice_id, {cols}) select cast(? as bigint), {cols} "
+            f"from ({query}) as _ml_scored"
+        )
+        self._con.execute("begin transaction")
+        try:
+            row = self._con.execute(insert, [self._slice_id, *params]).fetchone()
+            self._con.execute("commit")
+        except Exception as exc:  # noqa: BLE001 - duckdb.Error and its many subclasses
+            self._con.execute("rollback")
+            raise WarehouseError(
+                f"{self.schema}.{self.name}: scoring in DuckDB failed ({one_line(exc)}); "
+                "the previous scores are unchanged"
+            ) from None
+        self.rows += int(row[0] if row else 0)
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self._slice_id is None:
