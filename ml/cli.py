@@ -362,12 +362,12 @@ def serve(
     port: int | None,
     workers: int | None,
 ) -> None:
-    """Serve a trained model over HTTP: POST /predict, /health, /ready, /metadata, /docs."""
-    from ml.registry import ModelRef
-    from ml.serving.run import run
+    """Serve a trained model over HTTP: POST /predict, /health, /ready, /metadata, /metrics,
+    /docs. Without --model or --run-id: serving.model (config)."""
+    from ml.serving.run import ref_to_serve, run
 
     settings = _settings(ctx)
-    ref = ModelRef.parse(run_id, model)
+    ref = ref_to_serve(settings, run_id, model)
     run(
         settings,
         ref,

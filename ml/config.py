@@ -137,6 +137,11 @@ class ServingSettings(_Strict):
     token_env: str | None = None
     max_records: Int = Field(default=1000, ge=1, le=10_000_000)
     max_body_bytes: Int = Field(default=1_000_000, ge=1, le=1 << 30)
+    # what `ml serve` serves without --model or --run-id: NAME, NAME@ALIAS or NAME/VERSION
+    model: str | None = Field(default=None, pattern=r"^[^@/\s]+(?:[@/][^@/\s]+)?$")
+    # how often a server started with NAME@ALIAS asks the registry whether the alias moved
+    # (0: never)
+    reload_seconds: float = Field(default=30.0, ge=0, le=86_400, allow_inf_nan=False)
     online_store: OnlineStoreSettings = OnlineStoreSettings()
 
 

@@ -4,16 +4,16 @@ Each worker loads the training run's unified pyfunc once, at startup, and scores
 use --workers to use more cores.
 
 Endpoints: POST /predict, GET /health (liveness, never authenticated), GET /ready, GET /metadata,
-/docs. Records carry the features, plus optionally the recipe's entity keys, which are echoed
-back next to each score; or the body names a context and entities by key, and their features
-come from the online store (see `by_id`). Refusals: 400 (a body that is not UTF-8), 401 (bearer token, when
-serving.token_env is set), 413 (body over serving.max_body_bytes), 415 (not application/json),
-422 (FastAPI's field-level `detail` for invalid records, including ints beyond 2**53 and
-floats beyond float32's range, cut to the first few errors with short inputs plus
-`error_count`, see `body`; `{"error"}` naming the record for a value the model cannot take or a
-non-finite score), 503 (model not loaded yet, or the online store down: /ready says so too);
-MLErrors map to their http_status as
-`{"error": message}`. uvicorn's access log is off (a log line costs more than a request).
+GET /metrics, /docs. Records carry the features, plus optionally the recipe's entity keys, which
+are echoed back next to each score; or the body names a context and entities by key, and their
+features come from the online store (see `by_id`). Refusals: 400 (a body that is not UTF-8),
+401 (bearer token, when serving.token_env is set), 413 (body over serving.max_body_bytes), 415
+(not application/json), 422 (FastAPI's field-level `detail` for invalid records, including ints
+beyond 2**53 and floats beyond float32's range, cut to the first few errors with short inputs
+plus `error_count`, see `body`; `{"error"}` naming the record for a value the model cannot take
+or a non-finite score), 503 (model not loaded yet, or the online store down: /ready says so
+too); MLErrors map to their http_status as `{"error": message}`. uvicorn's access log is off (a
+log line costs more than a request).
 """
 
 from __future__ import annotations
@@ -34,22 +34,38 @@ from ml.config import Settings
 from ml.errors import ContractError, MLError, OnlineStoreError
 from ml.model import ScoringModel, TrainingSchema
 from ml.online import OnlineStore, open_store
-from ml.registry import ResolvedModel
+from ml.registry import ModelRef, ResolvedModel
 from ml.serving.body import MAX_ERRORS, checked_body_route, invalid
-from ml.serving.by_id import Served, predict_by_id
+from ml.serving.by_id import predict_by_id
 from ml.serving.guard import Guard, api_token
+from ml.serving.metrics import Metrics, RequestMetrics, worker_exited
+from ml.serving.reload import Reloader, watches
 from ml.serving.schema import Schemas, build_schemas, score_records
+from ml.serving.served import Served
 
 
 def create_app(
-    settings: Settings, target: ResolvedModel, *, model: ScoringModel | None = None
+    settings: Settings,
+    target: ResolvedModel,
+    *,
+    model: ScoringModel | None = None,
+    watch: ModelRef | None = None,
 ) -> FastAPI:
     """The scoring API for one resolved model. The model loads in the lifespan (once per
-    worker) unless it is passed in already loaded."""
+    worker) unless it is passed in already loaded. With `watch` (NAME@ALIAS), the worker swaps
+    in the alias's new version when it moves (see `reload`)."""
     token = api_token(settings)
     schema = model.schema if model is not None else registry.read_schema(target)
     schemas = build_schemas(schema, settings.serving.max_records)
     store = open_store(settings)  # connects on first use, in the worker that uses it
+    metrics = Metrics()
+
+    def swap(new: Served) -> None:
+        before: Served | None = app.state.served
+        app.state.metadata = _metadata(new.model.schema, new.target, settings)
+        app.state.served = new  # the one assignment requests see
+        app.state.model = new.model
+        metrics.serving(new.target, before.target if before else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,16 +76,26 @@ def create_app(
                 raise ContractError(
                     f"{target.model_uri}: its training schema differs from the run's"
                 )
-            app.state.model = loaded
-            app.state.served = Served(target, loaded)
+            swap(Served(target, loaded))
+        else:
+            metrics.serving(target)
         # The loaded libraries and model are permanent: keep the collector from re-walking them
         # (a full collection over them is a p99 spike of tens of ms).
         gc.collect()
         gc.freeze()
+        reloader = None
+        if watch is not None and watches(watch) and settings.serving.reload_seconds > 0:
+            reloader = Reloader(
+                watch, settings.serving.reload_seconds, lambda: app.state.served, swap
+            )
+            reloader.start()
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.stop()
             store.close()
+            worker_exited()
 
     app = FastAPI(
         title=f"ml serve: {schema.recipe}",
@@ -79,13 +105,15 @@ def create_app(
     )
     app.state.model = model
     app.state.served = Served(target, model) if model is not None else None
+    app.state.metadata = _metadata(schema, target, settings)
     app.state.store = store
     app.add_middleware(
         Guard, token=token, max_body_bytes=settings.serving.max_body_bytes, json_paths={"/predict"}
     )
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: refusals count too
     _add_error_handlers(app)
-    _add_status_routes(app, _metadata(schema, target, settings), target, store)
-    _add_predict_route(app, schemas, target, settings)
+    _add_status_routes(app, store, metrics)
+    _add_predict_route(app, schemas, settings, metrics)
     return app
 
 
@@ -103,9 +131,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
 
 
-def _add_status_routes(
-    app: FastAPI, metadata: dict[str, Any], target: ResolvedModel, store: OnlineStore
-) -> None:
+def _add_status_routes(app: FastAPI, store: OnlineStore, metrics: Metrics) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: the process is up (never authenticated)."""
@@ -120,41 +146,42 @@ def _add_status_routes(
     async def ready() -> Response:
         """Readiness: 200 once this worker has loaded its model and while the online store
         answers."""
-        if app.state.model is None:
+        served: Served | None = app.state.served
+        if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
         try:
             store.ping()
         except OnlineStoreError as exc:
             return JSONResponse({"error": exc.message}, status_code=503)
-        return JSONResponse({"status": "ready", "model_version": target.model_version})
+        return JSONResponse({"status": "ready", "model_version": served.target.model_version})
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
         """The model behind /predict: recipe, version, run, feature schema, training metrics."""
+        metadata: dict[str, Any] = app.state.metadata
         return metadata
+
+    @app.get("/metrics", response_class=Response)
+    async def get_metrics() -> Response:
+        """Prometheus metrics: requests by route and status, latency, online-store lookups and
+        misses, the served model (`ml_model_info`); summed over the workers."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
 
 def _add_predict_route(
-    app: FastAPI, schemas: Schemas, target: ResolvedModel, settings: Settings
+    app: FastAPI, schemas: Schemas, settings: Settings, metrics: Metrics
 ) -> None:
-    head = json.dumps(
-        {
-            "model_name": target.model_name,
-            "model_version": target.model_version,
-            "run_id": target.run_id,
-        }
-    )[:-1]
-
     async def predict(body: Any) -> Response:
         """Score records: one `score` per record, in order (uplift: CATE; classification:
         probability; regression: value). Or, by id: `{"context": {...}, "entities":
         [{key: value}, ...]}` scores each entity with its features from the online store (as
         `ml materialize` wrote them); an entity the store lacks gets `"score": null` and an
         `error`."""
-        scoring: ScoringModel | None = app.state.model
-        if scoring is None:
+        served: Served | None = app.state.served  # once: a reload never splits a request
+        if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
-        scores = score_records(scoring, schemas, body.records)
+        scores = score_records(served.model, schemas, body.records)
         out = []
         for i, record in enumerate(body.records):
             item = {
@@ -164,14 +191,16 @@ def _add_predict_route(
             }
             item["score"] = scores[i]
             out.append(item)
-        payload = f'{head}, "predictions": {json.dumps(out)}}}'
+        payload = f'{served.head}, "predictions": {json.dumps(out)}}}'
         return Response(payload, media_type="application/json")
 
     async def by_id(body: dict[str, Any]) -> Response:
         served: Served | None = app.state.served
         if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
-        return predict_by_id(body, served, app.state.store, settings.serving.max_records)
+        return predict_by_id(
+            body, served, app.state.store, settings.serving.max_records, metrics.observe_lookup
+        )
 
     predict.__annotations__ = {"body": schemas.request, "return": Response}
     record_fields = frozenset(name for name, _ in [*schemas.features, *schemas.keys])

@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from ml.errors import ContractError
 from ml.model import ScoringModel, TrainingSchema
 from ml.online import Found, OnlineStore, context_key, entity_key
-from ml.registry import ResolvedModel
 from ml.serving.body import preview
 from ml.serving.schema import score_columns
+from ml.serving.served import Served
 
 REQUEST_FIELDS = ("context", "entities")
 UNKNOWN_ENTITY = "unknown entity: not in the online store for this context"
@@ -136,20 +136,12 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {json.dumps(preview(value, _PREVIEW))}"
 
 
-@dataclass(frozen=True)
-class Served:
-    """What a request is answered with: taken once per request, so a swap never splits one."""
-
-    target: ResolvedModel
-    model: ScoringModel
-
-
 def predict_by_id(
     body: dict[str, Any],
     served: Served,
     store: OnlineStore,
     max_records: int,
-    observe: Callable[[float, int], None] | None = None,
+    observe: Callable[[float, int, int], None] | None = None,
 ) -> Response:
     """Look the entities up, score the ones found, report the others."""
     schema, target = served.model.schema, served.target
@@ -159,7 +151,7 @@ def predict_by_id(
     found = store.lookup(target.model_name, context, [entity_key(k) for k in request.keys])
     if observe is not None:
         misses = len(request.keys) if found is None else sum(r is None for r in found.rows)
-        observe(time.perf_counter() - started, misses)
+        observe(time.perf_counter() - started, len(request.keys), misses)
     if found is None:
         return JSONResponse(
             {

@@ -10,12 +10,14 @@ import ipaddress
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI
 
@@ -25,14 +27,28 @@ from ml.errors import ConfigError
 from ml.registry import ModelRef, ResolvedModel
 from ml.serving.app import create_app
 from ml.serving.guard import api_token
+from ml.serving.metrics import MULTIPROC_ENV
+from ml.serving.reload import watches
 from ml.textio import elide
 
 ENV_RUN_ID = "ML_SERVE_RUN_ID"  # what a worker process serves, set by `run` for its workers
 ENV_MODEL = "ML_SERVE_MODEL"
+ENV_WATCH = "ML_SERVE_WATCH"  # NAME@ALIAS each worker keeps checking (hot reload)
 WORKER_APP = "ml.serving.run:app_from_env"
 ORPHAN_GRACE_SECONDS = 5.0  # a worker whose parent died: graceful shutdown, then exit anyway
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def ref_to_serve(settings: Settings, run_id: str | None, model: str | None) -> ModelRef:
+    """--run-id or --model, else serving.model from config."""
+    if not run_id and not model:
+        model = settings.serving.model
+        if not model:
+            raise ConfigError(
+                "give --run-id ID or --model NAME[@ALIAS], or set serving.model in config"
+            )
+    return ModelRef.parse(run_id, model)
 
 
 def resolve(settings: Settings, ref: ModelRef) -> ResolvedModel:
@@ -61,12 +77,13 @@ def run(
     api_token(settings)
     target = resolve(settings, model_ref)
     model = registry.load_pyfunc(target)
-    app = create_app(settings, target, model=model) if workers == 1 else None
+    watch = model_ref if watches(model_ref) else None
+    app = create_app(settings, target, model=model, watch=watch) if workers == 1 else None
     del model  # several workers: each loads its own copy, this one was the check
     with bind(host, port) as sock:
         port = sock.getsockname()[1]  # the port the system chose, for port 0
         if app is None:
-            _pin_for_workers(settings, target)
+            _pin_for_workers(settings, target, watch)
         if announce:
             version = f" version {target.model_version}" if target.model_version else ""
             plural = "s" if workers > 1 else ""
@@ -74,7 +91,24 @@ def run(
                 f"serving {target.model_name}{version} (run {target.run_id}) on "
                 f"http://{_address(host, port)} with {workers} worker{plural}"
             )
-        _serve(app, host, sock, workers)
+        with _metrics_folder(workers):
+            _serve(app, host, sock, workers)
+
+
+@contextlib.contextmanager
+def _metrics_folder(workers: int) -> Iterator[None]:
+    """Several workers write their metrics to one temporary folder, which /metrics sums (and
+    which is removed when serving ends); one worker keeps them in memory."""
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="ml-serve-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_host(host: str, port: int) -> None:
@@ -152,11 +186,14 @@ def _serve(app: FastAPI | None, host: str, sock: socket.socket, workers: int) ->
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run: what failed is in uvicorn's log
 
 
-def _pin_for_workers(settings: Settings, target: ResolvedModel) -> None:
-    """Worker processes read what to serve from the environment: the same version for all."""
+def _pin_for_workers(settings: Settings, target: ResolvedModel, watch: ModelRef | None) -> None:
+    """Worker processes read what to serve from the environment: the same version for all, and
+    the alias each keeps checking."""
     pinned = target.pinned()
-    os.environ.pop(ENV_RUN_ID, None)
-    os.environ.pop(ENV_MODEL, None)
+    for name in (ENV_RUN_ID, ENV_MODEL, ENV_WATCH):
+        os.environ.pop(name, None)
+    if watch is not None:
+        os.environ[ENV_WATCH] = f"{watch.name}@{watch.alias_or_version}"
     if pinned.run_id:
         os.environ[ENV_RUN_ID] = pinned.run_id
     else:
@@ -172,7 +209,9 @@ def app_from_env() -> FastAPI:
     exit_with_parent()
     settings = load_settings()
     ref = ModelRef.parse(os.environ.get(ENV_RUN_ID), os.environ.get(ENV_MODEL))
-    return create_app(settings, resolve(settings, ref))
+    watched = os.environ.get(ENV_WATCH)
+    watch = ModelRef.parse(None, watched) if watched else None
+    return create_app(settings, resolve(settings, ref), watch=watch)
 
 
 def exit_with_parent() -> None:

@@ -420,7 +420,6 @@ def test_token_env_set_but_empty_refuses_to_start(ml_env, trained_x_learner, mon
         (["--model", f"{RECIPE}@no_such_alias"], 6, "not found in the registry"),
         (["--run-id", "0123456789abcdef0123456789abcdef"], 6, "not found"),
         (["--model", RECIPE, "--run-id", "abc"], 2, "exactly one of"),
-        ([], 2, "exactly one of"),
     ],
 )
 def test_bad_model_reference(ml_env, trained_x_learner, args, code, text) -> None:

@@ -305,9 +305,12 @@ def test_redis_serves_the_same_scores_then_503_when_it_goes_down(
 def test_ml_serve_answers_by_id_over_http(
     warehouse_env, store_env, trained_x_learner, batch_scores, tmp_path
 ) -> None:
+    """`ml serve` with no model option serves serving.model (the demo: the champion)."""
     env = process_env(warehouse_env, ML_ONLINE_STORE_PATH=store_env["ML_ONLINE_STORE_PATH"])
-    server = start_server(["--model", f"{RECIPE}@champion"], env, tmp_path)
+    server = start_server([], env, tmp_path)
     try:
+        metadata = server.client.get("/metadata").json()
+        assert (metadata["model_name"], metadata["run_id"]) == (RECIPE, trained_x_learner.run_id)
         some = sorted(batch_scores)[:3]
         response = server.client.post(
             "/predict",
@@ -321,3 +324,50 @@ def test_ml_serve_answers_by_id_over_http(
         )
     finally:
         server.stop()
+
+
+def test_metrics_count_requests_lookups_and_misses(store_env, served_champion, batch_scores):
+    """/metrics of one app (one worker: in-process counters), in Prometheus' text format."""
+    from fastapi.testclient import TestClient
+    from threadpoolctl import threadpool_limits
+
+    from ml.serving.app import create_app
+
+    _, _, target, model = served_champion
+    app = create_app(_settings(store_env), target, model=model)
+    known = sorted(batch_scores)[:3]
+    with threadpool_limits(limits=None), TestClient(app) as client:
+        assert _by_id(client, [*known, -1, -2]).status_code == 200
+        assert _by_id(client, known).status_code == 200
+        assert _by_id(client, [1], context={"campaign_id": "cmp_2099_01"}).status_code == 404
+        assert (
+            client.post(
+                "/predict", content=b"{}", headers={"Content-Type": "text/plain"}
+            ).status_code
+            == 415
+        )
+        assert client.get("/no/such/path").status_code == 404
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    text = response.text
+    assert _sample(text, 'ml_requests_total{route="/predict",status="200"}') == 2
+    assert _sample(text, 'ml_requests_total{route="/predict",status="404"}') == 1
+    assert _sample(text, 'ml_requests_total{route="/predict",status="415"}') == 1
+    assert _sample(text, 'ml_requests_total{route="other",status="404"}') == 1
+    assert _sample(text, 'ml_request_duration_seconds_count{route="/predict"}') == 4
+    assert _sample(text, "ml_online_store_lookup_duration_seconds_count") == 3
+    assert _sample(text, "ml_online_store_entities_total") == 9
+    assert _sample(text, "ml_online_store_misses_total") == 3  # two unknown ids, one context
+    info = (
+        f'ml_model_info{{model_name="{RECIPE}",model_version="{target.model_version}",'
+        f'run_id="{target.run_id}"}}'
+    )
+    assert _sample(text, info) == 1
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in:\n{text}")
