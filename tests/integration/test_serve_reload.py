@@ -51,7 +51,10 @@ def registry_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    from ml import tracking
+    from ml.config import load_settings
+
+    tracking.configure(load_settings(root=ROOT))  # tracking and registry: this test's store
     broken = tmp_path / "broken-model"
     shutil.copytree(FIXTURE / "model", broken)
     estimator = broken / "artifacts" / "estimator.pkl"
@@ -173,10 +176,9 @@ def _metrics_folder(pid: int) -> Path:
 def _info(version: str, env: dict[str, str]) -> str:
     from mlflow.tracking import MlflowClient
 
+    uri = env["MLFLOW_TRACKING_URI"]
     run_id = (
-        MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-        .get_model_version(NAME, version)
-        .run_id
+        MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(NAME, version).run_id
     )
     return f'ml_model_info{{model_name="{NAME}",model_version="{version}",run_id="{run_id}"}}'
 
