@@ -1,12 +1,15 @@
-"""Benchmark `ml serve` against `mlflow models serve` on the same registered model.
+"""Benchmark `ml serve` against `mlflow models serve` on the same registered model, and
+`ml serve` by entity id with the features in the online store (SQLite file, then Redis).
 
 Builds its own throwaway warehouse and MLflow store in a temp dir (demo data, `dbt build`, the
-X-learner recipe trained and registered), then serves that one model version both ways, one
-worker each, on 127.0.0.1, and drives both with the same small raw-socket HTTP/1.1 client
-(keep-alive, one connection per client thread):
-  - single-record latency p50/p99 and req/s, sequential (one connection);
+X-learner recipe trained and registered), times `ml materialize` of the upcoming campaign's
+population into each store, then serves that one model version, one worker each, on 127.0.0.1:
+`ml serve` and `mlflow models serve` with the full feature record, `ml serve` by id with each
+store (a redis-server started on a free loopback port). All are driven by the same small
+raw-socket HTTP/1.1 client (keep-alive, one connection per client thread):
+  - single-request latency p50/p99 and req/s, sequential (one connection);
   - req/s and p50/p99 at concurrency 8 (eight connections, one thread each).
-Every response is checked (status 200, and both servers agree on the score).
+Every response is checked (status 200, and every server gives the same score to the customer).
 
 Usage: .venv/bin/python bench/serve_bench.py [--requests 2000] [--customers 50000] [--keep DIR]
 """
@@ -31,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 RECIPE = "xgboost_x_learner"
+CONTEXT = {"campaign_id": "cmp_2026_12"}
 WARMUP = 200
 CONCURRENCY = 8
 
@@ -208,17 +212,66 @@ def _build(base: Path, customers: int) -> tuple[dict[str, str], object]:
     return env, result
 
 
-def _record(env: dict[str, str], features: list[str]) -> dict:
+def _record(env: dict[str, str], features: list[str]) -> tuple[int, dict]:
+    """A customer of the upcoming campaign: its id and its feature record."""
     import duckdb
 
     # not read_only: dbt-duckdb keeps a read-write connection to the file open in-process
     with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:
         cols = ", ".join(features)
         row = con.execute(
-            f"select {cols} from analytics_loaders.score_uplift "
-            "where recency_days is not null order by customer_id limit 1"
+            f"select customer_id, {cols} from analytics_loaders.score_uplift "
+            "where recency_days is not null and campaign_id = ? order by customer_id limit 1",
+            [CONTEXT["campaign_id"]],
         ).fetchone()
-    return dict(zip(features, row, strict=True))
+    return row[0], dict(zip(features, row[1:], strict=True))
+
+
+def _redis(base: Path) -> tuple[subprocess.Popen, str]:
+    """Debian's redis-server (`make redis`) on a free loopback port, no persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: run `make redis`")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(base)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    _stop(proc)
+    raise SystemExit("redis-server did not start")
+
+
+def _materialize(version: str, store: dict[str, str]) -> dict[str, float]:
+    """`ml materialize` of the upcoming campaign, in this process (dbt holds the DuckDB file):
+    the whole call (the model's recipe and schema loaded, the plan checked) and the part that
+    reads the population and writes the store."""
+    from ml.config import load_settings
+    from ml.materialize import materialize
+    from ml.registry import ModelRef
+
+    saved = {k: os.environ.get(k) for k in store}
+    os.environ.update(store)
+    try:
+        start = time.perf_counter()
+        result = materialize(load_settings(root=ROOT), ModelRef.parse(None, version), CONTEXT)
+        total = time.perf_counter() - start
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"rows": result.rows, "seconds": total, "write_seconds": result.seconds}
 
 
 def main() -> None:
@@ -230,6 +283,7 @@ def main() -> None:
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="serve-bench-"))
     base.mkdir(parents=True, exist_ok=True)
+    redis_proc = None
     try:
         print(f"building warehouse and training {RECIPE} in {base} ...", file=sys.stderr)
         env_vars, result = _build(base, args.customers)
@@ -237,12 +291,24 @@ def main() -> None:
         features = json.loads(
             (next((base / "artifacts").rglob("schema/training_schema.json"))).read_text()
         )["features"]
-        record = _record(env_vars, list(features))
+        customer, record = _record(env_vars, list(features))
         version = f"{RECIPE}/{result.model_version}"
+        redis_proc, redis_url = _redis(base)
+        stores = {
+            "sqlite": {"ML_ONLINE_STORE_PATH": str(base / "online.sqlite")},
+            "redis": {"ML_ONLINE_STORE": "redis", "ML_REDIS_URL": redis_url},
+        }
+        materialized = {}
+        for store, store_env in stores.items():
+            print(f"ml materialize into the {store} store ...", file=sys.stderr)
+            materialized[store] = _materialize(version, store_env)
 
+        by_id = json.dumps({"context": CONTEXT, "entities": [{"customer_id": customer}]}).encode()
+        serve = [str(BIN / "ml"), "serve", "--model", version, "--port", "{port}"]
         servers = {
             "ml serve": (
-                [str(BIN / "ml"), "serve", "--model", version, "--port", "{port}"],
+                serve,
+                {},
                 "/ready",
                 "/predict",
                 json.dumps({"records": [record]}).encode(),
@@ -262,20 +328,37 @@ def main() -> None:
                     "-p",
                     "{port}",
                 ],
+                {},
                 "/ping",
                 "/invocations",
                 json.dumps({"dataframe_records": [record]}).encode(),
                 lambda out: out["predictions"][0],
             ),
+            "ml serve by id, sqlite": (
+                serve,
+                stores["sqlite"],
+                "/ready",
+                "/predict",
+                by_id,
+                lambda out: out["predictions"][0]["score"],
+            ),
+            "ml serve by id, redis": (
+                serve,
+                stores["redis"],
+                "/ready",
+                "/predict",
+                by_id,
+                lambda out: out["predictions"][0]["score"],
+            ),
         }
         results: dict[str, dict[str, dict[str, float]]] = {}
         scores: dict[str, float] = {}
-        for name, (cmd, ready, path, body, score_of) in servers.items():
+        for name, (cmd, extra, ready, path, body, score_of) in servers.items():
             port = _free_port()
             cmd = [c.replace("{port}", str(port)) for c in cmd]
-            log = base / f"{name.split()[0]}.log"
+            log = base / f"{name.replace(' ', '-').replace(',', '')}.log"
             print(f"starting {name} on port {port} ...", file=sys.stderr)
-            proc = _start(cmd, env, port, ready, log)
+            proc = _start(cmd, {**env, **extra}, port, ready, log)
             try:
                 conn = Connection(port)
                 status, payload = conn.post(path, body)
@@ -291,31 +374,49 @@ def main() -> None:
                 }
             finally:
                 _stop(proc)
-        if abs(scores["ml serve"] - scores["mlflow models serve"]) > 1e-9:
+        if max(scores.values()) - min(scores.values()) > 1e-9:
             raise SystemExit(f"the servers disagree on the score: {scores}")
-
+        _report(version, result.run_id, args.requests, results, materialized)
         print(
-            f"\nmodel {version} (run {result.run_id}), {args.requests} requests per row, "
-            f"1 worker each, {os.cpu_count()} CPUs\n"
+            json.dumps({"results": results, "scores": scores, "materialize": materialized}),
+            file=sys.stderr,
         )
-        print("| server | mode | p50 ms | p99 ms | req/s |")
-        print("|---|---|---:|---:|---:|")
-        for name, modes in results.items():
-            for mode, r in modes.items():
-                print(
-                    f"| {name} | {mode} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['req_per_s']:,.0f} |"
-                )
-        for mode in results["ml serve"]:
-            ratio = (
-                results["ml serve"][mode]["req_per_s"]
-                / results["mlflow models serve"][mode]["req_per_s"]
-            )
-            print(f"\n{mode}: ml serve does {ratio:.1f}x the req/s of mlflow models serve", end="")
-        print()
-        print(json.dumps({"results": results, "scores": scores}), file=sys.stderr)
     finally:
+        if redis_proc is not None:
+            _stop(redis_proc)
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _report(
+    version: str,
+    run_id: str,
+    requests: int,
+    results: dict[str, dict[str, dict[str, float]]],
+    materialized: dict[str, dict[str, float]],
+) -> None:
+    print(
+        f"\nmodel {version} (run {run_id}), {requests} requests per row, 1 worker each, "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print("| server | mode | p50 ms | p99 ms | req/s |")
+    print("|---|---|---:|---:|---:|")
+    for name, modes in results.items():
+        for mode, r in modes.items():
+            print(
+                f"| {name} | {mode} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['req_per_s']:,.0f} |"
+            )
+    print()
+    for name in ("ml serve", "ml serve by id, sqlite", "ml serve by id, redis"):
+        for mode in results[name]:
+            ratio = (
+                results[name][mode]["req_per_s"] / results["mlflow models serve"][mode]["req_per_s"]
+            )
+            print(f"{name}, {mode}: {ratio:.1f}x the req/s of mlflow models serve (full records)")
+    print("\n| ml materialize | rows | whole call s | population -> store s |")
+    print("|---|---:|---:|---:|")
+    for store, m in materialized.items():
+        print(f"| {store} | {m['rows']:,} | {m['seconds']:.2f} | {m['write_seconds']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -58,11 +58,10 @@ class Reloader:
         shown = f"{self.ref.name}@{self.ref.alias_or_version}"
         try:
             target = registry.resolve(self.ref)
-        except MLError as exc:
+        except Exception as exc:  # noqa: BLE001 - the registry unreachable: ask again next time
+            message = exc.message if isinstance(exc, MLError) else one_line(exc, 300)
             log.warning(
-                "reload: cannot resolve %s, still serving the loaded version: %s",
-                shown,
-                exc.message,
+                "reload: cannot resolve %s, still serving the loaded version: %s", shown, message
             )
             return
         served = self.current()

@@ -215,3 +215,30 @@ def test_no_model_option_and_no_serving_model_is_one_line(tmp_path, monkeypatch)
     assert one_line_error(result) == (
         "Error: give --run-id ID or --model NAME[@ALIAS], or set serving.model in config"
     )
+
+
+def test_a_registry_that_does_not_answer_keeps_the_loaded_version(monkeypatch, caplog) -> None:
+    import mlflow
+
+    from ml.registry import ModelRef
+    from ml.serving.reload import Reloader
+
+    def untouched(*args: object) -> None:
+        raise AssertionError("nothing may be swapped while the registry cannot be read")
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # the discard port: nothing listens
+    mlflow.set_registry_uri("http://127.0.0.1:9")
+    try:
+        reloader = Reloader(ModelRef(name=NAME, alias_or_version=ALIAS), 1, untouched, untouched)
+        with caplog.at_level("WARNING", logger="uvicorn.error"):
+            reloader.check()  # logs, raises nothing: the thread lives on to ask again
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        f"reload: cannot resolve {NAME}@{ALIAS}, still serving the loaded version: "
+    )
