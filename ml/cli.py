@@ -241,6 +241,78 @@ def _echo_metrics(metrics: dict[str, float]) -> None:
 
 
 @main.command()
+@click.option(
+    "--recipe",
+    "recipe_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Recipe YAML file with a tuning: section.",
+)
+@_context_option("train")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Finished trials the study should have in all (default: the recipe's tuning.n_trials).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the recipe's last study instead of starting one."
+)
+@click.option(
+    "--alias",
+    default=None,
+    help="Registry alias for the best configuration's version, through the promotion rule.",
+)
+@_json_option("best_params, best_value, trials, study_run_id, run_id, model_version")
+@click.pass_context
+def tune(
+    ctx: click.Context,
+    recipe_path: str,
+    context_params: str | None,
+    trials: int | None,
+    resume: bool,
+    alias: str | None,
+    as_json: bool,
+) -> None:
+    """Search the recipe's tuning space (Optuna, k-fold CV in the training split), then train,
+    register and gate the best configuration like `ml train`. Ctrl-C keeps finished trials."""
+    from ml.progress import Steps
+    from ml.tune import tune as run_tune
+
+    settings = _settings(ctx)
+    if not as_json:
+        click.echo(f"Tuning {recipe_path} (env {settings.env})", err=True)
+    result = run_tune(
+        settings,
+        recipe_path,
+        context_params,
+        trials=trials,
+        resume=resume,
+        alias=alias,
+        steps=Steps(enabled=True),
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    final = result.final
+    moved = final.alias if final.promoted is not False else None
+    click.echo(
+        f"\nstudy {result.study}: {result.trials} trials, best {result.metric} "
+        f"{result.best_value:.4f} (cross-validated)"
+    )
+    for path, value in result.best_params.items():
+        click.echo(f"  {path} = {value}")
+    click.echo(
+        f"model {final.model_name} version {final.model_version}"
+        + (f" (@{moved})" if moved else "")
+    )
+    if final.decision is not None:
+        click.echo(final.decision.reason)
+    click.echo(f"run   {final.run_id} (study run {result.study_run_id})")
+    _echo_metrics(final.metrics)
+
+
+@main.command()
 @_model_options("Training run to score with.")
 @_context_option("score")
 @_build_option("scoring")

@@ -151,6 +151,12 @@ class EstimatorSettings(_Strict):
     allowed_modules: list[str] = Field(default_factory=lambda: ["xgboost", "econml", "sklearn"])
 
 
+class TuningSettings(_Strict):
+    # Optuna's RDB storage URL for `ml tune`'s studies; empty: an SQLite file beside a local
+    # MLflow store (required when the store is a server)
+    storage: str | None = None
+
+
 class Settings(_Strict):
     env: str
     root: Path
@@ -160,6 +166,7 @@ class Settings(_Strict):
     predictions: PredictionsSettings
     serving: ServingSettings = ServingSettings()
     estimators: EstimatorSettings = EstimatorSettings()
+    tuning: TuningSettings = TuningSettings()
 
     def path(self, value: Path | str) -> Path:
         """Resolve a configured path against the project root (where config/ lives)."""

@@ -174,3 +174,25 @@ def policy_gain_plot(curve: list[dict[str, Any]], treat_all: dict[str, float]) -
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
     return _png(figure)
+
+
+def optimization_history_plot(
+    numbers: list[int], values: list[float], metric: str, maximize: bool
+) -> bytes:
+    """`ml tune`'s study: each completed trial's cross-validated value, and the best so far."""
+    if not numbers:
+        raise ValueError("no completed trial to plot")
+    best: list[float] = []
+    for value in values:
+        prior = best[-1] if best else value
+        best.append(max(prior, value) if maximize else min(prior, value))
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    ax.scatter(numbers, values, color="tab:blue", label="trial (mean over folds)")
+    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Optimization history ({'maximize' if maximize else 'minimize'} {metric})")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    return _png(figure)

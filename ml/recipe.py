@@ -22,6 +22,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -201,6 +202,11 @@ class Distribution(_Strict):
         if self.log and low <= 0:
             raise ValueError(f"log: a log-scale range needs positive bounds (got [{low}, {high}])")
         return self
+
+    @model_serializer(mode="plain")
+    def _as_written(self) -> dict[str, Any]:
+        """As a recipe writes it (`{int: [2, 8]}`), so a logged recipe loads again."""
+        return {self.kind: self.values(), **({"log": True} if self.log else {})}
 
     @property
     def kind(self) -> Literal["int", "float", "choice"]:

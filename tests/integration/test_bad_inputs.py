@@ -40,6 +40,7 @@ _DELETE = object()
 
 def _state(store: str | None = None) -> dict[str, Any]:
     """Score tables, tables visible to dbt, and the registry (of `store`, or the configured)."""
+    from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     uri = store or os.environ["MLFLOW_TRACKING_URI"]
@@ -51,10 +52,22 @@ def _state(store: str | None = None) -> dict[str, Any]:
     versions = sorted(
         (v.name, v.version, v.run_id) for v in client.search_model_versions(max_results=10000)
     )
+    tuned = [  # `ml tune`'s study and trial runs, and its study file beside an SQLite store
+        r.info.run_id
+        for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)],
+            run_view_type=ViewType.ALL,
+            max_results=50_000,
+        )
+        if r.data.tags.get("ml.kind") in {"tune", "trial"}
+    ]
+    study_file = Path(uri.removeprefix("sqlite:///")).with_name("optuna.db")
     return {
         **contents(os.environ["ML_DUCKDB_PATH"]),
         "registry": registry,
         "versions": versions,
+        "tune_runs": sorted(tuned),
+        "study_file": uri.startswith("sqlite:///") and study_file.exists(),
     }
 
 
@@ -210,6 +223,7 @@ def api(id: str, code: int, expect: str, *, app: str = "open", **request: Any):
 TRAIN = ("train", "--recipe", "{recipe}")
 TRAIN_DEMO = ("train", "--recipe", f"recipes/{RECIPE}.yaml")
 VALIDATE = ("validate", "--recipe", "{recipe}")
+TUNE_CMD = ("tune", "--recipe", "{recipe}")
 SCORE = ("score", "--run-id", "{run_id}")
 SCORE_CHAMPION = ("score", "--model", f"{RECIPE}@champion")
 MATERIALIZE = ("materialize", "--model", f"{RECIPE}@champion")
@@ -322,6 +336,31 @@ CASES = [
         *TRAIN, setup=recipe(RECIPE, "tuning", TUNE | {"metric": "roc_auc"})),
     cli("recipe", "tuning-no-trials", 2, r"bad\.yaml: tuning\.n_trials: input should be greater than 0 \(got 0\)",
         *VALIDATE, setup=recipe(RECIPE, "tuning", TUNE | {"n_trials": 0})),
+    # -- ml tune: the same refusals, and no study run, trial run or study file written --------
+    cli("recipe", "tune-unknown-path", 2,
+        r"tuning\.search_space: model\.params\.models\.params\.max_dept: 2 \(of its int range\): XGBoost .* does not use parameter 'max_dept'",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.max_dept": {"int": [2, 4]}}})),
+    cli("recipe", "tune-param-not-accepted", 2,
+        r"tuning\.search_space: model\.params\.max_depth: 2 \(of its int range\): XLearner does not accept parameter 'max_depth'",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.max_depth": {"int": [2, 4]}}})),
+    cli("recipe", "tune-empty-range", 2, r"\.max_depth\.int: the range \[3, 3\] is empty",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.max_depth": {"int": [3, 3]}}})),
+    cli("recipe", "tune-choice-empty", 2, r"\.booster\.choice: the list is empty",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.booster": {"choice": []}}})),
+    cli("recipe", "tune-inverted-range", 2, r"\.subsample\.float: the range \[1\.0, 0\.5\] is inverted",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.subsample": {"float": [1.0, 0.5]}}})),
+    cli("recipe", "tune-log-non-positive", 2, r"\.learning_rate\.log: a log-scale range needs positive bounds \(got \[-0\.1, 0\.3\]\)",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"search_space": {"model.params.models.params.learning_rate": {"float": [-0.1, 0.3], "log": True}}})),
+    cli("recipe", "tune-metric-not-produced", 2, r"tuning\.metric: 'rmse' is not a metric a uplift model logs",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"metric": "rmse"})),
+    cli("recipe", "tune-n-trials-negative", 2, r"bad\.yaml: tuning\.n_trials: input should be greater than 0 \(got -1\)",
+        *TUNE_CMD, setup=recipe(RECIPE, "tuning", TUNE | {"n_trials": -1})),
+    cli("recipe", "tune-without-tuning-section", 2, r"bad\.yaml: tuning: the recipe has no tuning section",
+        *TUNE_CMD, setup=recipe(RECIPE, "name", RECIPE)),
+    cli("cli", "tune-trials-zero", 2, r"^Error: Invalid value for '--trials': 0 is not in the range x>=1",
+        *TUNE_CMD, "--trials", "0", setup=recipe(RECIPE, "tuning", TUNE)),
+    cli("config", "tune-storage-not-a-url", 2, r"^Error: tuning\.storage \(ML_TUNING_STORAGE\): 'no url' is not a URL",
+        *TUNE_CMD, setup=lambda b: (recipe(RECIPE, "tuning", TUNE)(b), b.env(ML_TUNING_STORAGE="no url"))),
     # -- config -------------------------------------------------------------------------------
     cli("config", "unknown-app-env", 2, r"^Error: APP_ENV 'staging' is unknown: expected one of dev, prod",
         "--env", "staging", *SCORE_CHAMPION),
