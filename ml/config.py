@@ -112,6 +112,8 @@ class PredictionsSettings(_Strict):
     batch_size: Int = Field(default=100_000, gt=0, le=10_000_000)
     # python: rows stream through `ml score`; sql: the model compiled to SQL runs in the warehouse
     engine: Literal["python", "sql"] = "python"
+    # rows the drift report's PSI is computed from (share errors ~0.001 at 100,000)
+    drift_sample_rows: Int = Field(default=100_000, ge=1_000, le=10_000_000)
 
 
 class OnlineStoreSettings(_Strict):

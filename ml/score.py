@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
     from ml.drift import DriftAccumulator
 
-DRIFT_SAMPLE_ROWS = 100_000  # PSI over 10 bins: share errors ~0.001 at this size
-
 
 @dataclass
 class ScoreResult:
@@ -48,6 +46,7 @@ class ScoreResult:
     context: dict[str, Any]
     drifted: list[str] = field(default_factory=list)
     engine: str = "python"
+    cpu_seconds: float = 0.0  # this process's CPU (all threads) over the same span as seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +61,7 @@ class ScoreResult:
             "context": self.context,
             "drifted_features": self.drifted,
             "engine": self.engine,
+            "cpu_seconds": round(self.cpu_seconds, 3),
         }
 
 
@@ -120,21 +120,23 @@ def score(
         with steps.step("opening the warehouse"):
             wh.open()
         # `seconds` covers the scoring itself: population checks, streaming, writing, the swap
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         with steps.step(f"checking {target.relation} against the training schema"):
             total = _check_population(wh, settings, target, trained.model.schema)
         if engine == "sql":
-            rows, drift = _score_in_warehouse(wh, target, trained, total, steps)
+            rows, drift = _score_in_warehouse(
+                wh, target, trained, total, steps, settings.predictions.drift_sample_rows
+            )
             if on_batch:
                 on_batch(rows, total)
         else:
-            drift = _drift(trained, total)
+            drift = _drift(trained, total, settings.predictions.drift_sample_rows)
             with steps.step(f"scoring {total:,} rows into {target.output}"):
                 rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
         if trained.policy_curve:
             with steps.step(f"writing the held-out policy curve to {target.output}__policy"):
                 _write_policy_curve(wh, target, trained)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     report = drift.report() if drift else {}
     drifted = sorted(n for n, r in report.items() if r["drifted"])
     with steps.step("logging the scoring run to MLflow"):
@@ -156,6 +158,7 @@ def score(
         target.context,
         drifted,
         engine,
+        cpu,
     )
 
 
@@ -175,13 +178,14 @@ def _target(
     return Target(p, context, filters, settings.predictions.schema_name)
 
 
-def _drift(trained: TrainedModel, total: int) -> DriftAccumulator | None:
-    """PSI from a systematic sample of about DRIFT_SAMPLE_ROWS rows, whatever the population."""
+def _drift(trained: TrainedModel, total: int, sample_rows: int) -> DriftAccumulator | None:
+    """PSI from a systematic sample of about `predictions.drift_sample_rows` rows, whatever the
+    population."""
     if not trained.profile:
         return None
     from ml.drift import DriftAccumulator
 
-    return DriftAccumulator(trained.profile, max(1, total // DRIFT_SAMPLE_ROWS))
+    return DriftAccumulator(trained.profile, max(1, total // sample_rows))
 
 
 def _write_scores(
@@ -230,7 +234,12 @@ def _slice(target: Target, trained: TrainedModel) -> tuple[dict[str, Any], dict[
 
 
 def _score_in_warehouse(
-    wh: Warehouse, target: Target, trained: TrainedModel, total: int, steps: Steps
+    wh: Warehouse,
+    target: Target,
+    trained: TrainedModel,
+    total: int,
+    steps: Steps,
+    sample_rows: int,
 ) -> tuple[int, DriftAccumulator | None]:
     """The SQL engine: the same checks on the values, then one statement writes the slice
     inside the warehouse; drift from a sample the warehouse draws."""
@@ -247,7 +256,7 @@ def _score_in_warehouse(
         score_sql.write_scores(wh, writer, rel, trained, passthrough, target.filters)
     with steps.step("sampling the population for the drift report"):
         drift = score_sql.drift_sample(
-            wh, rel, schema.features, target.filters, trained.profile, DRIFT_SAMPLE_ROWS
+            wh, rel, schema.features, target.filters, trained.profile, sample_rows
         )
     return writer.rows, drift
 
@@ -465,6 +474,14 @@ def _log_scoring_run(
             {"threshold": 0.2, "features": drift, "drifted": drifted}, "drift/drift_report.json"
         )
         return str(run.info.run_id)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process, every thread (DuckDB's and XGBoost's too)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _unique(items: list[str]) -> list[str]:
