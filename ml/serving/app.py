@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ml import registry
 from ml.config import Settings
@@ -161,7 +161,7 @@ def _add_status_routes(app: FastAPI, store: OnlineStore, metrics: Metrics) -> No
         metadata: dict[str, Any] = app.state.metadata
         return metadata
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def get_metrics() -> Response:
         """Prometheus metrics: requests by route and status, latency, online-store lookups and
         misses, the served model (`ml_model_info`); summed over the workers."""
@@ -213,11 +213,14 @@ def _add_predict_route(
             400: {"description": "The body cannot be decoded (not UTF-8)"},
             401: {"description": "Missing or wrong bearer token"},
             413: {"description": f"Body over {settings.serving.max_body_bytes} bytes"},
+            404: {"description": "By id: the context was never materialized for the model"},
+            409: {"description": "By id: the store's set is of another model version"},
             415: {"description": "Content-Type is not application/json"},
             422: {
                 "description": f"Invalid records (the first {MAX_ERRORS} errors, and "
-                "error_count), or a non-finite score"
+                "error_count), or a non-finite score; by id: a malformed context or entity"
             },
+            503: {"description": "The model is not loaded yet, or the online store is down"},
         },
         route_class_override=checked_body_route(record_fields, by_id),
     )

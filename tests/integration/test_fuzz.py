@@ -33,6 +33,7 @@ OPERATIONS = [
     ("GET", "/health", "positive"),
     ("GET", "/ready", "positive"),
     ("GET", "/metadata", "positive"),
+    ("GET", "/metrics", "positive"),
 ]
 
 
