@@ -118,7 +118,7 @@ def studies(warehouse_env, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with mock.patch.dict(os.environ, env), contextlib.chdir(ROOT):
         recipe = _recipe(base, n_trials=2)
         first = _tune("--recipe", recipe)
-        yield Studies(store, recipe, first, _tune("--recipe", recipe))
+        yield Studies(store, recipe, first, _tune("--recipe", recipe, "--alias", "champion"))
 
 
 def _tune(*args: str) -> dict[str, Any]:
@@ -126,6 +126,9 @@ def _tune(*args: str) -> dict[str, Any]:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout  # --json: one object on stdout, progress on stderr
+    # progress is ml's own: one line per trial, none of Optuna's log lines
+    assert re.search(r"^  trial \d+/\d+  ", result.stderr, re.M), result.stderr
+    assert not re.search(r"^\[[IWE] \d{4}-", result.stderr, re.M), result.stderr
     return json.loads(lines[0])
 
 
@@ -203,6 +206,10 @@ def test_same_recipe_and_data_give_the_same_trials(studies: Studies) -> None:
         second["best_params"],
         second["best_value"],
     )
+    # the second took the alias through the promotion gate (no holder yet: promoted)
+    assert (first["alias"], second["alias"], second["promoted"]) == (None, "champion", True)
+    version = _client(studies.uri).get_model_version_by_alias("tune_x", "champion")
+    assert version.run_id == second["run_id"]
 
 
 def test_resume_continues_the_last_study(studies: Studies, ml_env, monkeypatch) -> None:
@@ -271,6 +278,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_trials(
     lines = [line for line in text.splitlines() if line.strip()]
     assert lines[-1] == "Error: interrupted", text
     assert "Traceback" not in text
+    assert not re.search(r"^\[[IWE] \d{4}-", text, re.M), text  # no Optuna log lines
     assert re.search(r"interrupted: \d+ finished trials kept in study tune_x-", text), text
     study_file = tmp_path / "store" / "optuna.db"
     with sqlite3.connect(study_file) as con:
