@@ -5,6 +5,7 @@ that finds nothing creates nothing."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +81,21 @@ def test_folds_cover_the_training_split_only_and_keep_class_shares() -> None:
     assert all(np.array_equal(a.y_val, b.y_val) for a, b in zip(folds, again, strict=True))
 
 
-def _store(tmp_path: Path) -> Any:
-    """A real MLflow store for the nested trial runs."""
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    """A real MLflow store for the nested trial runs, the process's store while the test runs."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    try:
+        yield MlflowClient(uri)
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
-def test_a_hopeless_trial_is_pruned_after_its_first_fold(tmp_path: Path) -> None:
+def test_a_hopeless_trial_is_pruned_after_its_first_fold(client: Any) -> None:
     p = _plan(
         "regression",
         "sklearn.tree.DecisionTreeRegressor",
@@ -101,7 +106,6 @@ def test_a_hopeless_trial_is_pruned_after_its_first_fold(tmp_path: Path) -> None
     assert search.direction == "minimize"
     folds = cv.make_folds(p, _rows(p), 3)
 
-    client = _store(tmp_path)
     exp_id = client.create_experiment("gen")
     parent = client.create_run(exp_id).info.run_id
     runs = TrialRuns(exp_id, parent, "rmse", "gen")
@@ -127,7 +131,7 @@ def test_a_hopeless_trial_is_pruned_after_its_first_fold(tmp_path: Path) -> None
     assert study.best_value < 1.0  # rmse of a deep tree on this data
 
 
-def test_a_stop_request_ends_the_trial_between_folds(tmp_path: Path) -> None:
+def test_a_stop_request_ends_the_trial_between_folds(client: Any) -> None:
     p = _plan(
         "regression",
         "sklearn.tree.DecisionTreeRegressor",
@@ -147,7 +151,6 @@ def test_a_stop_request_ends_the_trial_between_folds(tmp_path: Path) -> None:
 
     stop = AfterFirstFold()
     study = optuna.create_study(direction=search.direction)
-    client = _store(tmp_path)
     exp_id = client.create_experiment("gen")
     runs = TrialRuns(exp_id, client.create_run(exp_id).info.run_id, "rmse", "gen")
     objective = Objective(p, search, cv.make_folds(p, _rows(p), 3), runs, stop)
