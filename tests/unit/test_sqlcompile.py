@@ -302,3 +302,23 @@ def test_a_query_over_bigquerys_length_limit_is_refused() -> None:
     )
     assert message.startswith("the compiled bigquery query is ")
     assert "over bigquery's limit of 1,048,576" in message
+
+
+def test_training_logs_the_sql_of_each_dialect_it_compiles_to_and_says_why_not() -> None:
+    from sklearn.linear_model import LinearRegression
+    from xgboost import XGBRegressor
+
+    from ml.sqlcompile import model_sql_files
+
+    pre, X, rng = _fit(PreprocessingSpec())
+    y = rng.normal(size=len(X))
+    small = XGBRegressor(n_estimators=5, max_depth=2).fit(X, y)
+    files = model_sql_files(_model("regression", pre, small).schema, pre, small, "population")
+    assert set(files) == {"model_sql/duckdb.sql", "model_sql/bigquery.sql"}
+    assert "from {{ ref('population') }} as _ml_population" in files["model_sql/bigquery.sql"]
+    linear = LinearRegression().fit(X, y)
+    files = model_sql_files(_model("regression", pre, linear).schema, pre, linear, "population")
+    assert list(files) == ["model_sql/not_compiled.txt"]
+    lines = files["model_sql/not_compiled.txt"].splitlines()
+    assert [line.split(":")[0] for line in lines] == ["duckdb", "bigquery"]
+    assert "estimator sklearn.LinearRegression cannot be compiled to SQL" in lines[0]
