@@ -38,11 +38,11 @@ def compile_model(
     for part in score.parts:
         expected = len(matrix) + len(part.fixed)
         if part.booster.n_features != expected:
-            raise_width(part.booster.n_features, expected, score.estimator)
+            _refuse_width(part.booster.n_features, expected, score.estimator)
     return build(score, matrix, d, source, passthrough)
 
 
-def raise_width(found: int, expected: int, estimator: str) -> None:
+def _refuse_width(found: int, expected: int, estimator: str) -> None:
     raise UnsupportedModelError(
         f"estimator {estimator}: an XGBoost model takes {found} features, the preprocessing "
         f"gives {expected}"
