@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ml import contract, registry
+from ml import population, registry
 from ml.config import Settings
 from ml.dbt import DbtProject
-from ml.errors import ContractError, WarehouseError
+from ml.errors import ContractError
 from ml.online import OnlineStore, StoredSet, context_key, encode_row, entity_key, open_store
 from ml.plan import Plan, plan
 from ml.progress import Steps
@@ -87,7 +87,7 @@ def materialize(
             start = time.perf_counter()
             relation = str(p.score_model.relation)
             with steps.step(f"checking {relation} against the training schema"):
-                key_kinds = _check_population(wh, settings, p, trained.model.schema, context)
+                key_kinds = _key_kinds(wh, settings, p, trained.model.schema, context)
             stored = StoredSet(
                 model_name=trained.model_name,
                 model_version=trained.model_version,
@@ -122,46 +122,18 @@ def context_view(context: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in context.items()}
 
 
-def _check_population(
+def _key_kinds(
     wh: Warehouse, settings: Settings, p: Plan, schema: TrainingSchema, context: dict[str, Any]
 ) -> dict[str, str]:
-    """The population has the model's columns with their training kinds, is not empty and has
-    unique, non-null int or string keys; the keys' kinds."""
-    rel, filters = p.score_model.relation, p.filters(context)
-    if not wh.exists(rel):
-        t = settings.dbt.target
-        raise WarehouseError(
-            f"relation {rel} (dbt model {p.score_model.name}) is not built for target {t}: "
-            f"run `dbt build --select +{p.score_model.name} --target {t}`"
-        )
-    columns = wh.columns(rel)
-    expected = {k: columns.get(k, "int") for k in schema.entity_keys}
-    expected.update({c: p.kinds[c] for c in filters if c in p.kinds})
-    expected.update(schema.features)
-    contract.check_columns(columns, expected, str(rel))
+    """The scoring population's contract (ml/population.py), and int or string entity keys:
+    their kinds."""
+    _, columns = population.check_scoring_population(wh, settings, p, schema, context)
     for key in schema.entity_keys:
         if columns[key] not in KEY_KINDS:
             raise ContractError(
-                f"{rel}: entity key column '{key}' is {columns[key]}; serving by id needs int "
-                "or string keys"
+                f"{p.score_model.relation}: entity key column '{key}' is {columns[key]}; "
+                "serving by id needs int or string keys"
             )
-    stats = wh.key_stats(rel, schema.entity_keys, filters)
-    where = context_key(context_view(context))
-    if stats.rows == 0:
-        raise ContractError(
-            f"{rel}: the scoring population is empty for context {where}; nothing was written"
-        )
-    for key, nulls in stats.nulls.items():
-        if nulls:
-            raise ContractError(
-                f"{rel}: key column '{key}' has {nulls} null value(s) in context {where}; "
-                "nothing was written"
-            )
-    if stats.duplicates:
-        raise ContractError(
-            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats.duplicates} duplicate "
-            f"row(s) in context {where}; nothing was written"
-        )
     return {k: columns[k] for k in schema.entity_keys}
 
 

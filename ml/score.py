@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml import contract, registry, score_sql
+from ml import contract, population, registry, score_sql
 from ml.build import build_for_context
 from ml.config import Settings
 from ml.dbt import DbtProject
-from ml.errors import ContractError, TrainingError, WarehouseError
+from ml.errors import TrainingError
 from ml.kinds import arrow_type, value_kind
 from ml.model import ScoringModel, TrainingSchema
 from ml.plan import Plan, plan
@@ -122,7 +122,9 @@ def score(
         # `seconds` covers the scoring itself: population checks, streaming, writing, the swap
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         with steps.step(f"checking {target.relation} against the training schema"):
-            total = _check_population(wh, settings, target, trained.model.schema)
+            total, _ = population.check_scoring_population(
+                wh, settings, target.plan, trained.model.schema, target.context, "ml score"
+            )
         if engine == "sql":
             rows, drift = _score_in_warehouse(
                 wh, target, trained, total, steps, settings.predictions.drift_sample_rows
@@ -285,41 +287,6 @@ def _write_policy_curve(wh: Warehouse, target: Target, trained: TrainedModel) ->
     slice_ = {"run_id": trained.run_id}
     with wh.slice_writer(target.schema_name, name, slice_, constants, current=False) as writer:
         writer.write(table)
-
-
-def _check_population(
-    wh: Warehouse, settings: Settings, target: Target, schema: TrainingSchema
-) -> int:
-    """The population matches the training schema, is not empty and has unique, non-null keys;
-    its row count."""
-    p, rel = target.plan, target.plan.score_model.relation
-    if not wh.exists(rel):
-        t = settings.dbt.target
-        raise WarehouseError(
-            f"relation {rel} (dbt model {p.score_model.name}) is not built for target {t}: "
-            f"run `dbt build --select +{p.score_model.name} --target {t}` or `ml score --build`"
-        )
-    expected = {k: p.kinds.get(k, "int") for k in schema.entity_keys}
-    expected.update({c: p.kinds[c] for c in target.filters if c in p.kinds})
-    expected.update(schema.features)
-    contract.check_columns(wh.columns(rel), expected, str(rel))
-    stats = wh.key_stats(rel, schema.entity_keys, target.filters)
-    if stats.rows == 0:
-        where = ", ".join(f"{k}={v!r}" for k, v in target.context.items()) or "no filter"
-        raise ContractError(
-            f"{rel}: the scoring population is empty for {where}; nothing was written"
-        )
-    for key, nulls in stats.nulls.items():
-        if nulls:
-            raise ContractError(
-                f"{rel}: key column '{key}' has {nulls} null value(s); nothing was written"
-            )
-    if stats.duplicates:
-        raise ContractError(
-            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats.duplicates} duplicate "
-            "row(s) in this context; nothing was written"
-        )
-    return stats.rows
 
 
 def _pipeline(

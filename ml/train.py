@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml import contract, registry
+from ml import contract, population, registry
 from ml.build import build_for_context, dbt_vars
 from ml.config import Settings, dump_yaml
 from ml.dbt import DbtProject
-from ml.errors import MLError, TrainingError, WarehouseError, one_line
+from ml.errors import MLError, TrainingError, one_line
 from ml.plan import Plan, plan
 from ml.progress import Steps
 from ml.recipe import Recipe, load_recipe, parse_context_params, resolve_context
@@ -286,13 +286,7 @@ def _read_population(
     relation = p.train_model.relation
     filters = p.filters(context)
     with steps.step(f"reading {relation}"), connect(settings) as wh:
-        if not wh.exists(relation):
-            t = settings.dbt.target
-            raise WarehouseError(
-                f"relation {relation} (dbt model {p.train_model.name}) is not built for target "
-                f"{t}: run `dbt build --select +{p.train_model.name} --target {t}` or "
-                "`ml train --build`"
-            )
+        population.require_built(wh, settings, p.train_model, "ml train")
         expected = {c: p.kinds[c] for c in p.train_columns}
         contract.check_columns(wh.columns(relation), expected, str(relation))
         return wh.read_arrow(relation, columns, filters)

@@ -558,7 +558,7 @@ CASES = [
         r"^Error: --context-params: campaign_id: expected a string, got int 2026$",
         *MATERIALIZE, "--context-params", '{"campaign_id": 2026}', setup=online_store_in_tmp),
     cli("cli", "materialize-context-no-rows", 3,
-        r'the scoring population is empty for context \{"campaign_id":"cmp_1999_01"\}; nothing was written$',
+        r"the scoring population is empty for campaign_id='cmp_1999_01'; nothing was written$",
         *MATERIALIZE, "--context-params", '{"campaign_id": "cmp_1999_01"}', setup=online_store_in_tmp),
     cli("config", "redis-unreachable", 4,
         r"^Error: online store redis://127\.0\.0\.1:9/0: unreachable within 1s \(",

@@ -227,8 +227,7 @@ def _store_rows(env: dict[str, str]) -> list:
         (
             '{"campaign_id": "cmp_1999_01"}',
             3,
-            'the scoring population is empty for context {"campaign_id":"cmp_1999_01"}; '
-            "nothing was written",
+            "the scoring population is empty for campaign_id='cmp_1999_01'; nothing was written",
         ),
     ],
 )
