@@ -234,6 +234,27 @@ def test_resume_continues_the_last_study(studies: Studies, ml_env, monkeypatch) 
     )
 
 
+def test_timeout_ends_the_search_and_trains_the_best_so_far(
+    warehouse_env, tmp_path: Path, monkeypatch
+) -> None:
+    """tuning.timeout_seconds stops starting trials once it has passed (a trial under way ends
+    first), and the best configuration found so far is trained."""
+    store = tmp_path / "store"
+    for name, value in warehouse_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("ML_ARTIFACT_LOCATION", str(store / "artifacts"))
+    monkeypatch.chdir(ROOT)
+    recipe = _recipe(tmp_path, name="tune_timeout", n_trials=500, timeout_seconds=1)
+
+    out = _tune("--recipe", recipe)
+
+    assert 1 <= out["trials"] < 500
+    rows = _trials(store / "optuna.db", out["study"])
+    assert len(rows) == out["trials"]
+    assert out["model_version"] == "1"
+
+
 def test_resume_without_a_study_writes_nothing(ml_env, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
     result = CliRunner().invoke(main, ["tune", "--recipe", _recipe(tmp_path), "--resume"])
