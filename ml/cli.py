@@ -9,11 +9,14 @@ import json
 import sys
 import traceback
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ml.errors import MLError
+
+if TYPE_CHECKING:
+    from ml.train import TrainResult
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not the user's input
 INTERRUPTED_EXIT = 130
@@ -219,14 +222,21 @@ def train(
     if as_json:
         _emit_json(result.to_dict())
         return
+    click.echo("")
+    _echo_trained(result)
+
+
+def _echo_trained(result: TrainResult, note: str = "") -> None:
+    """The registered version (and the alias, when it moved), the gate's reason, the run and
+    its metrics."""
     moved = result.alias if result.promoted is not False else None
     click.echo(
-        f"\nmodel {result.model_name} version {result.model_version}"
+        f"model {result.model_name} version {result.model_version}"
         + (f" (@{moved})" if moved else "")
     )
     if result.decision is not None:
         click.echo(result.decision.reason)
-    click.echo(f"run   {result.run_id}")
+    click.echo(f"run   {result.run_id}{note}")
     _echo_metrics(result.metrics)
 
 
@@ -294,22 +304,13 @@ def tune(
     if as_json:
         _emit_json(result.to_dict())
         return
-    final = result.final
-    moved = final.alias if final.promoted is not False else None
     click.echo(
         f"\nstudy {result.study}: {result.trials} trials, best {result.metric} "
         f"{result.best_value:.4f} (cross-validated)"
     )
     for path, value in result.best_params.items():
         click.echo(f"  {path} = {value}")
-    click.echo(
-        f"model {final.model_name} version {final.model_version}"
-        + (f" (@{moved})" if moved else "")
-    )
-    if final.decision is not None:
-        click.echo(final.decision.reason)
-    click.echo(f"run   {final.run_id} (study run {result.study_run_id})")
-    _echo_metrics(final.metrics)
+    _echo_trained(result.final, f" (study run {result.study_run_id})")
 
 
 @main.command()
