@@ -1,6 +1,7 @@
-"""The scoring population's contract, one definition for `ml score` and `ml materialize`: the
-dbt model is built, its columns have the training schema's kinds, and the context's rows are
-there with unique, non-null entity keys. Everything is checked before anything is written."""
+"""Reading populations, one definition each: the training population as `ml train` and
+`ml tune` read it, and the scoring population's contract for `ml score` and `ml materialize`
+(the dbt model is built, its columns have the training schema's kinds, and the context's rows
+are there with unique, non-null entity keys), checked before anything is written."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from ml.errors import ContractError, WarehouseError
 from ml.plan import Plan
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ml.dbt import DbtModel
     from ml.model import TrainingSchema
     from ml.warehouse import Warehouse
@@ -29,6 +32,25 @@ def require_built(
             f"relation {model.relation} (dbt model {model.name}) is not built for target {t}: "
             f"run {build}" + (f" or `{flag_of} --build`" if flag_of else "")
         )
+
+
+def read_training_population(
+    settings: Settings,
+    p: Plan,
+    context: dict[str, Any],
+    columns: list[str],
+    flag_of: str | None = None,
+) -> pa.Table:
+    """The training relation's `columns` for the context, once it is built and its columns have
+    the kinds the recipe's plan expects."""
+    from ml.warehouse import connect
+
+    relation = p.train_model.relation
+    with connect(settings) as wh:
+        require_built(wh, settings, p.train_model, flag_of)
+        expected = {c: p.kinds[c] for c in p.train_columns}
+        contract.check_columns(wh.columns(relation), expected, str(relation))
+        return wh.read_arrow(relation, columns, p.filters(context))
 
 
 def described(context: dict[str, Any]) -> str:

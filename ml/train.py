@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml import contract, population, registry
+from ml import population, registry
 from ml.build import build_for_context, dbt_vars
 from ml.config import Settings, dump_yaml
 from ml.dbt import DbtProject
@@ -281,15 +281,8 @@ def _columns(p: Plan, gate: _Gate) -> list[str]:
 def _read_population(
     settings: Settings, p: Plan, context: dict[str, Any], steps: Steps, columns: list[str]
 ) -> pa.Table:
-    from ml.warehouse import connect
-
-    relation = p.train_model.relation
-    filters = p.filters(context)
-    with steps.step(f"reading {relation}"), connect(settings) as wh:
-        population.require_built(wh, settings, p.train_model, "ml train")
-        expected = {c: p.kinds[c] for c in p.train_columns}
-        contract.check_columns(wh.columns(relation), expected, str(relation))
-        return wh.read_arrow(relation, columns, filters)
+    with steps.step(f"reading {p.train_model.relation}"):
+        return population.read_training_population(settings, p, context, columns, "ml train")
 
 
 def _fit(

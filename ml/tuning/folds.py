@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml import contract, dataset
-from ml.errors import MLError, TrainingError, WarehouseError, one_line
+from ml import dataset, population
+from ml.errors import MLError, TrainingError, one_line
 from ml.heldout import check_population, known_propensity
 
 if TYPE_CHECKING:
@@ -44,19 +44,8 @@ class TrainingRows:
 
 def read_training_rows(settings: Settings, p: Plan, context: dict[str, Any]) -> TrainingRows:
     """Read, check and split exactly as `ml train` does (same order, same seed, same split)."""
-    from ml.warehouse import connect
-
     relation = p.train_model.relation
-    with connect(settings) as wh:
-        if not wh.exists(relation):
-            target = settings.dbt.target
-            raise WarehouseError(
-                f"relation {relation} (dbt model {p.train_model.name}) is not built for target "
-                f"{target}: run `dbt build --select +{p.train_model.name} --target {target}`"
-            )
-        expected = {c: p.kinds[c] for c in p.train_columns}
-        contract.check_columns(wh.columns(relation), expected, str(relation))
-        table = wh.read_arrow(relation, p.train_columns, p.filters(context))
+    table = population.read_training_population(settings, p, context, p.train_columns)
     check_population(table, p, context)
     d = p.recipe.data
     table = dataset.in_key_order(table, list(d.entity_keys))
