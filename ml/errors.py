@@ -6,6 +6,9 @@ classes to JSON error bodies. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
     """An exception's text folded onto one line and capped, for messages that quote it."""
@@ -105,3 +108,15 @@ class OnlineStoreError(MLError):
 
     exit_code = 4
     http_status = 503
+
+
+@contextmanager
+def estimator_failures(failure: str) -> Iterator[None]:
+    """A third-party estimator's exception as one TrainingError line, `failure: <its text>`
+    (its own message is the useful part); ml's own errors pass through unchanged."""
+    try:
+        yield
+    except MLError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the estimator raises
+        raise TrainingError(f"{failure}: {one_line(exc, 300)}") from None

@@ -19,7 +19,7 @@ from ml import population, registry
 from ml.build import build_for_context, dbt_vars
 from ml.config import Settings, dump_yaml
 from ml.dbt import DbtProject
-from ml.errors import MLError, TrainingError, one_line
+from ml.errors import MLError, TrainingError, estimator_failures, one_line
 from ml.plan import Plan, plan
 from ml.progress import Steps
 from ml.recipe import Recipe, load_recipe, parse_context_params, resolve_context
@@ -304,16 +304,10 @@ def _fit(
         recipe.seed,
         allowed_modules=p.allowed_modules,
     )
-    try:
+    with estimator_failures(f"{p.label}: model: {recipe.model.class_path} failed to fit"):
         fit_estimator(
             estimator, p.task, X_train, y[split.train], None if t is None else t[split.train]
         )
-    except MLError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the estimator's own message is the useful part
-        raise TrainingError(
-            f"{p.label}: model: {recipe.model.class_path} failed to fit: {one_line(exc, 300)}"
-        ) from None
     return pre, estimator, train_cols
 
 

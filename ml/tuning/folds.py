@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml import dataset, population
-from ml.errors import MLError, TrainingError, one_line
+from ml.errors import TrainingError, estimator_failures
 from ml.heldout import check_population, known_propensity
 
 if TYPE_CHECKING:
@@ -110,15 +110,9 @@ def fit_and_score(p: Plan, model: ClassSpec, fold: Fold) -> np.ndarray:
     from ml.model import fit_estimator, predict_matrix
 
     estimator = build(model.class_path, model.params, p.recipe.seed, "model", p.allowed_modules)
-    try:
+    with estimator_failures(f"{p.label}: model: {model.class_path} failed to fit a tuning trial"):
         fit_estimator(estimator, p.task, fold.X_fit, fold.y_fit, fold.t_fit)
         return predict_matrix(estimator, p.task, fold.X_val)
-    except MLError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the estimator's own message is the useful part
-        raise TrainingError(
-            f"{p.label}: model: {model.class_path} failed to fit a tuning trial: {one_line(exc, 300)}"
-        ) from None
 
 
 def fold_metric(
