@@ -153,6 +153,24 @@ class BigQuerySliceWriter:
             if self._tmp:
                 shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def _create_target(self, schema: list[Any]) -> None:
+        """The score table (and its dataset) if missing; an existing one must have the scores'
+        columns."""
+        from google.cloud import bigquery
+
+        bq = self.bq
+        names = [f.name for f in schema]
+        ensure_dataset(bq, self.dataset)
+        target = bigquery.Table(self.table_id, schema=schema)
+        existing = bq.client.create_table(
+            target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
+        )
+        if {f.name for f in existing.schema} != set(names):
+            raise WarehouseError(
+                f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
+                f"differ from the scores ({', '.join(names)}); drop or rename the old table"
+            )
+
     def _publish(self, path: Path) -> None:
         from google.cloud import bigquery
 
@@ -161,16 +179,7 @@ class BigQuerySliceWriter:
         names = [f.name for f in schema]
         staging = f"{bq.project}.{self.dataset}._ml_staging_{self.name}_{uuid.uuid4().hex[:12]}"
         try:
-            ensure_dataset(bq, self.dataset)
-            target = bigquery.Table(self.table_id, schema=schema)
-            existing = bq.client.create_table(
-                target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
-            )
-            if {f.name for f in existing.schema} != set(names):
-                raise WarehouseError(
-                    f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
-                    f"differ from the scores ({', '.join(names)}); drop or rename the old table"
-                )
+            self._create_target(schema)
             stage = bigquery.Table(staging, schema=schema)
             stage.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
             bq.client.create_table(stage, retry=bq.retry, timeout=bq.timeout)
@@ -197,7 +206,6 @@ class BigQuerySliceWriter:
 
     def _publish_query(self, query: str, params: list[Any], kinds: Mapping[str, str]) -> None:
         import pyarrow as pa
-        from google.cloud import bigquery
 
         from ml.kinds import arrow_type
 
@@ -221,16 +229,7 @@ class BigQuerySliceWriter:
             f"select _ml_scored.*{''.join(', ' + e for e in extra)} from ({query}) as _ml_scored"
         )
         try:
-            ensure_dataset(bq, self.dataset)
-            target = bigquery.Table(self.table_id, schema=schema)
-            existing = bq.client.create_table(
-                target, exists_ok=True, retry=bq.retry, timeout=bq.timeout
-            )
-            if {f.name for f in existing.schema} != set(names):
-                raise WarehouseError(
-                    f"{self.dataset}.{self.name}: existing columns ({', '.join(f.name for f in existing.schema)}) "
-                    f"differ from the scores ({', '.join(names)}); drop or rename the old table"
-                )
+            self._create_target(schema)
             sql, slice_params = self._merge(f"({source})", names, quoted=False)
             bq.query(sql, [*params, *constant_params, *slice_params])
             self.rows = self._slice_rows()
