@@ -14,7 +14,6 @@ units in the last place of the margin (tests check the scores agree within 1e-6)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +23,8 @@ import numpy as np
 
 from ml.errors import UnsupportedModelError
 from ml.sqlcompile.dialects import number
+from ml.xgbtrees import read_trees
 
-# Objectives whose prediction is the margin itself, and those that apply the logistic sigmoid.
-IDENTITY_OBJECTIVES = frozenset({"reg:squarederror", "reg:pseudohubererror", "reg:absoluteerror"})
-LOGISTIC_OBJECTIVES = frozenset({"binary:logistic", "reg:logistic"})
 FLOAT32_OVERFLOW = 2.0**128  # where float32 rounding reaches infinity, as a virtual float32
 
 
@@ -46,43 +43,11 @@ def read_booster(model: Any, what: str) -> Booster:
     not reproduce: other boosters, objectives, categorical splits, multiple outputs."""
     if getattr(model, "booster", None) not in (None, "gbtree"):
         raise UnsupportedModelError(f"{what}: booster '{model.booster}' (gbtree only)")
-    booster = model.get_booster()
-    learner = json.loads(bytes(booster.save_raw("json")))["learner"]
-    objective = learner["objective"]["name"]
-    if objective not in IDENTITY_OBJECTIVES | LOGISTIC_OBJECTIVES:
-        raise UnsupportedModelError(
-            f"{what}: objective '{objective}' (the SQL engine compiles "
-            f"{', '.join(sorted(IDENTITY_OBJECTIVES | LOGISTIC_OBJECTIVES))})"
-        )
-    gb = learner["gradient_booster"]
-    if gb.get("name") != "gbtree":
-        raise UnsupportedModelError(f"{what}: booster '{gb.get('name')}' (gbtree only)")
-    params = learner["learner_model_param"]
-    if int(params.get("num_target", "1")) != 1 or int(params.get("num_class", "0")) > 1:
-        raise UnsupportedModelError(f"{what}: a model with several outputs")
-    forest = gb["model"]
-    indptr = [int(i) for i in forest["iteration_indptr"]]
-    begin, end = model._get_iteration_range(None)
-    end = end or len(indptr) - 1
-    trees = forest["trees"][indptr[begin] : indptr[end]]
-    for tree in trees:
-        if int(tree["tree_param"].get("num_feature", "0")) and tree.get("categories_nodes"):
-            raise UnsupportedModelError(f"{what}: categorical splits")
-        if any(int(t) != 0 for t in tree.get("split_type", [])):
-            raise UnsupportedModelError(f"{what}: categorical splits")
-    base = float(np.float32(_base_score(params["base_score"])))
-    logistic = objective in LOGISTIC_OBJECTIVES
-    if logistic:
+    read = read_trees(model.get_booster(), model._get_iteration_range(None), what)
+    base = float(np.float32(read.base_score))
+    if read.logistic:
         base = math.log(base / (1.0 - base))
-    return Booster(trees, base, logistic, int(params["num_feature"]))
-
-
-def _base_score(text: str) -> float:
-    """`base_score` as the JSON model stores it: '5E-1', or '[5E-1]' since XGBoost 3."""
-    values = json.loads(text) if text.strip().startswith("[") else [float(text)]
-    if len(values) != 1:
-        raise UnsupportedModelError("a model with several base scores (several outputs)")
-    return float(values[0])
+    return Booster(read.trees, base, read.logistic, read.n_features)
 
 
 def threshold(split: float) -> tuple[str, float]:
