@@ -4,12 +4,12 @@ same rows.
 Builds its own throwaway project (a dbt view over a generated table of N rows x 20 numeric
 features, a recipe with a 100-tree depth-6 XGBoost classifier), trains it with `ml train`, then
 for each population size runs, in this one process run:
-  - `ml score` (the Python engine) as a subprocess: end-to-end wall time, its scoring rows/s
-    (--json seconds), the scoring step's CPU seconds (--json cpu_seconds, getrusage of the
-    whole process over the same span), peak RSS;
-  - `ml score --engine sql` (the model compiled to SQL, run by DuckDB) the same way;
-  - raw XGBoost `inplace_predict` over the same rows (already in memory as numpy): rows/s and
-    CPU seconds (getrusage of this process around the calls);
+  - `ml score` (the Python engine) as a subprocess, --repeat times, each run followed at once
+    by raw XGBoost `inplace_predict` over the same rows (already in memory as numpy; getrusage
+    of this process around the calls): end-to-end wall time, the scoring rows/s (--json
+    seconds), the scoring step's CPU seconds (--json cpu_seconds, getrusage of the whole
+    process over the same span), peak RSS; the CPU ratio is the median of the pairs' ratios;
+  - `ml score --engine sql` (the model compiled to SQL, run by DuckDB) twice, the same way;
   - `mlflow.pyfunc.load_model(...).predict(pandas_df)` over the same rows read from DuckDB.
 Then, on the BigQuery emulator (`make bqemulator`) behind a byte-counting loopback proxy, the
 first --bigquery-rows rows of the population (dbt build --target prod), scored by the same
@@ -17,7 +17,7 @@ model with each engine: the bytes the warehouse sends back (REST and Storage Rea
 scored row (the drift sample set to 1,000 rows for both).
 
 Usage: .venv/bin/python bench/score_bench.py [--rows 1000000] [--rows 10000000] [--keep DIR]
-       [--n-jobs 2] [--bigquery-rows 20000]
+       [--n-jobs 2] [--bigquery-rows 20000] [--repeat 3] [--python-only]
 """
 
 from __future__ import annotations
@@ -135,12 +135,24 @@ def _peak_rss_mb_of(base: Path, env: dict[str, str], *args: str) -> tuple[dict, 
     return json.loads(info["out"]), info["wall"], info["rss"]
 
 
-def _best_of_two(base: Path, env: dict[str, str], *args: str) -> tuple[dict, float, float]:
-    """Two runs of `ml ...`: the faster one's output and wall time, the larger peak RSS."""
-    first = _peak_rss_mb_of(base, env, *args)
-    second = _peak_rss_mb_of(base, env, *args)
-    best = min(first, second, key=lambda run: run[1])
-    return best[0], best[1], max(first[2], second[2])
+def _runs(base: Path, env: dict[str, str], repeat: int, *args: str) -> tuple[dict, float, float]:
+    """`repeat` runs of `ml ...`: the output of the run with the median scoring CPU (its
+    `cpu_seconds`, and `seconds`), the fastest wall time, the largest peak RSS."""
+    runs = [_peak_rss_mb_of(base, env, *args) for _ in range(max(1, repeat))]
+    by_cpu = sorted(runs, key=lambda run: run[0]["cpu_seconds"])
+    return by_cpu[len(by_cpu) // 2][0], min(r[1] for r in runs), max(r[2] for r in runs)
+
+
+def _raw_predict(booster: object, X: object) -> tuple[float, float]:
+    """CPU and wall seconds of `inplace_predict` over X in 100k-row slices."""
+    t, cpu = time.perf_counter(), _cpu_seconds()
+    for start in range(0, len(X), 100_000):  # type: ignore[arg-type]
+        booster.inplace_predict(X[start : start + 100_000])  # type: ignore[attr-defined,index]
+    return _cpu_seconds() - cpu, time.perf_counter() - t
+
+
+def _round(value: float, digits: int | None = None) -> float | None:
+    return None if value != value else round(value, digits)  # NaN (not run): null
 
 
 def _cpu_seconds() -> float:
@@ -285,7 +297,18 @@ def main() -> None:
         default=20_000,
         help="rows scored on the BigQuery emulator to count bytes per row (0: skip)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of ml score (Python engine) and of raw predict: the medians' CPU (default 3)",
+    )
+    parser.add_argument(
+        "--python-only", action="store_true", help="skip the SQL engine and the BigQuery bytes"
+    )
     args = parser.parse_args()
+    if args.python_only:
+        args.bigquery_rows = 0
     sizes = args.rows or [1_000_000, 10_000_000]
     base = args.keep or Path(tempfile.mkdtemp(prefix="ml-score-bench-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -316,11 +339,6 @@ def main() -> None:
                 check=True,
             )
             trained, _ = _ml(base, env, "train", "--recipe", "recipes/bench_xgb.yaml")
-        scored, wall, rss = _best_of_two(base, env, "score", "--run-id", trained["run_id"])
-        in_sql, sql_wall, sql_rss = _best_of_two(
-            base, env, "score", "--run-id", trained["run_id"], "--engine", "sql"
-        )
-
         feats = [f"f{i:02d}" for i in range(N_FEATURES)]
         with duckdb.connect(str(base / "data" / "warehouse.duckdb"), read_only=True) as con:
             t = time.perf_counter()
@@ -339,10 +357,26 @@ def main() -> None:
             run_id=trained["run_id"], artifact_path="estimator/estimator.pkl"
         )
         booster = pickle.loads(Path(est_path).read_bytes()).get_booster()
-        t, cpu = time.perf_counter(), _cpu_seconds()
-        for start in range(0, rows, 100_000):
-            booster.inplace_predict(X[start : start + 100_000])
-        raw_s, raw_cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+
+        # Pairs: each `ml score` run, then raw predict right after it, so both see the machine
+        # in the same state (its speed drifts by tens of percent over minutes); the ratio is
+        # the median of the pairs' ratios.
+        pairs = []
+        for _ in range(max(1, args.repeat)):
+            run = _peak_rss_mb_of(base, env, "score", "--run-id", trained["run_id"])
+            pairs.append((run, _raw_predict(booster, X)))
+        ratios = sorted(run[0]["cpu_seconds"] / raw[0] for run, raw in pairs)
+        by_cpu = sorted(pairs, key=lambda pair: pair[0][0]["cpu_seconds"])
+        scored = by_cpu[len(by_cpu) // 2][0][0]
+        wall = min(run[1] for run, _ in pairs)
+        rss = max(run[2] for run, _ in pairs)
+        raw_cpu = sorted(raw[0] for _, raw in pairs)[len(pairs) // 2]
+        raw_s = min(raw[1] for _, raw in pairs)
+        in_sql, sql_wall, sql_rss = (
+            _runs(base, env, 2, "score", "--run-id", trained["run_id"], "--engine", "sql")
+            if not args.python_only
+            else ({"seconds": float("nan"), "cpu_seconds": float("nan")}, float("nan"), 0.0)
+        )
 
         pyfunc_rps = None
         if frame is not None:
@@ -359,13 +393,16 @@ def main() -> None:
             "raw_inplace_predict_rows_per_s": round(rows / raw_s),
             "pyfunc_read_and_predict_rows_per_s": round(pyfunc_rps) if pyfunc_rps else None,
             "ml_score_peak_rss_mb": round(rss),
-            "sql_engine_rows_per_s": round(rows / in_sql["seconds"]),
-            "sql_engine_e2e_rows_per_s": round(rows / sql_wall),
+            "sql_engine_rows_per_s": _round(rows / in_sql["seconds"]),
+            "sql_engine_e2e_rows_per_s": _round(rows / sql_wall),
             "sql_engine_peak_rss_mb": round(sql_rss),
             "ml_score_cpu_s_per_1m": round(scored["cpu_seconds"] * 1e6 / rows, 3),
             "raw_inplace_predict_cpu_s_per_1m": round(raw_cpu * 1e6 / rows, 3),
-            "ml_score_cpu_over_raw": round(scored["cpu_seconds"] / raw_cpu, 2),
-            "sql_engine_cpu_s_per_1m": round(in_sql["cpu_seconds"] * 1e6 / rows, 3),
+            "ml_score_cpu_over_raw": round(ratios[len(ratios) // 2], 2),
+            "ml_score_cpu_over_raw_pairs": [round(r, 2) for r in ratios],
+            "ml_score_cpu_s_runs": [run[0]["cpu_seconds"] for run, _ in pairs],
+            "raw_inplace_predict_cpu_s_runs": [round(raw[0], 3) for _, raw in pairs],
+            "sql_engine_cpu_s_per_1m": _round(in_sql["cpu_seconds"] * 1e6 / rows, 3),
         }
         results.append(result)
         print(json.dumps(result), flush=True)

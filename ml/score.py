@@ -203,10 +203,13 @@ def _write_scores(
     p, schema = target.plan, trained.model.schema
     slice_, typed = _slice(target, trained)
     columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
-    batches = wh.read_batches(
-        p.score_model.relation, columns, target.filters, settings.predictions.batch_size
-    )
-    with wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer:
+    with (
+        wh.streaming(),
+        wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer,
+    ):
+        batches = wh.read_batches(
+            p.score_model.relation, columns, target.filters, settings.predictions.batch_size
+        )
         _pipeline(
             batches,
             trained.model,

@@ -8,6 +8,7 @@ parameters, never as text.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +109,11 @@ class Warehouse(Protocol):
     ) -> Iterator[pa.RecordBatch]: ...
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats: ...
+
+    def streaming(self) -> AbstractContextManager[None]:
+        """Held while this process streams batches through a model (read_batches in, a slice
+        writer out): the model's threads do the work, the warehouse's only feed them."""
+        ...
 
     @property
     def dialect(self) -> str:

@@ -49,3 +49,28 @@ def test_an_unknown_backend_is_one_config_error(root: Path) -> None:
     )
     with pytest.raises(ConfigError, match="warehouse.type: 'snowflake' is not supported"):
         connect(odd)
+
+
+def _threads(wh) -> int:
+    return int(wh.con.execute("select current_setting('threads')").fetchone()[0])
+
+
+@pytest.mark.parametrize("configured", [None, 2])
+def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
+    root: Path, tmp_path: Path, configured: int | None
+) -> None:
+    settings = load_settings(root=root)
+    duck = settings.warehouse.duckdb.model_copy(
+        update={"path": str(tmp_path / "w.duckdb"), "threads": configured}
+    )
+    settings = settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
+    )
+    with connect(settings) as wh:
+        before = _threads(wh)
+        with wh.streaming():
+            assert _threads(wh) == (1 if configured is None else configured)
+        assert _threads(wh) == before
+        with pytest.raises(RuntimeError), wh.streaming():
+            raise RuntimeError("a failed stream restores the setting too")
+        assert _threads(wh) == before

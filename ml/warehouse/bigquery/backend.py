@@ -3,6 +3,7 @@ writes by load jobs and one MERGE per slice."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,11 @@ class BigQueryWarehouse:
 
     def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
         return read.key_stats(self.bq, relation, keys, filters)
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Nothing to tune: BigQuery's work runs on its own machines."""
+        yield
 
     @property
     def dialect(self) -> str:
