@@ -1,4 +1,5 @@
-"""What every warehouse backend provides: the `Warehouse` and `SliceWriter` protocols.
+"""What every warehouse backend provides: the `Warehouse` and `SliceWriter` protocols (and the
+value-fault conditions each dialect spells its own way).
 
 Services talk to these only; `ml.warehouse.connect` picks the implementation from the settings'
 `warehouse.type`. Filters are column -> value mappings whose values reach SQL as bound
@@ -7,11 +8,13 @@ parameters, never as text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,6 +51,38 @@ class KeyStats:
 
 # numeric feature -> fault -> rows: the values the contract refuses (ml.contract.VALUE_FAULTS)
 ValueFaults = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class FaultSpelling:
+    """How a dialect writes the tests `value_fault_conditions` needs."""
+
+    float_type: str  # the 64-bit float type to cast to
+    is_nan: str  # function names
+    is_inf: str
+
+
+def value_fault_conditions(
+    kinds: Mapping[str, str], quote: Callable[[str], str], spelling: FaultSpelling
+) -> list[tuple[str, str, str]]:
+    """(feature, fault, SQL condition) per value `ml.contract.check_feature_values` refuses
+    (the faults named as in `ml.contract.VALUE_FAULTS`), in one dialect's spelling. NaN and
+    infinities are excluded from the range test explicitly: DuckDB orders NaN above every
+    number, BigQuery compares it false."""
+    out: list[tuple[str, str, str]] = []
+    for name, kind in kinds.items():
+        c = quote(name)
+        if kind == "int":
+            out.append((name, "int_range", f"({c} > {INT_EXACT_MAX} or {c} < -{INT_EXACT_MAX})"))
+        elif kind in ("float", "decimal"):
+            x = f"cast({c} as {spelling.float_type})"
+            nan, inf = f"{spelling.is_nan}({x})", f"{spelling.is_inf}({x})"
+            out += [
+                (name, "nan", nan),
+                (name, "inf", inf),
+                (name, "float32_range", f"not {nan} and not {inf} and abs({x}) > {FLOAT32_MAX!r}"),
+            ]
+    return out
 
 
 @dataclass(frozen=True)

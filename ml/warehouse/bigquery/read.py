@@ -11,8 +11,14 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import WarehouseError, one_line
-from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX, arrow_type, type_name_kind
-from ml.warehouse.base import KeyStats, Population, ValueFaults
+from ml.kinds import arrow_type, type_name_kind
+from ml.warehouse.base import (
+    FaultSpelling,
+    KeyStats,
+    Population,
+    ValueFaults,
+    value_fault_conditions,
+)
 from ml.warehouse.bigquery.sql import quote_ident, table_ref, where_sql
 
 if TYPE_CHECKING:
@@ -189,23 +195,15 @@ def population(
     return Population(f"({sql})", params)
 
 
+_FAULTS = FaultSpelling(float_type="float64", is_nan="is_nan", is_inf="is_inf")
+
+
 def value_faults(
     bq: BigQuery, relation: Relation, kinds: Mapping[str, str], filters: Mapping[str, Any]
 ) -> ValueFaults:
     """One query counting, per numeric feature, what `ml.contract.check_feature_values`
     refuses."""
-    counts: list[tuple[str, str, str]] = []
-    for name, kind in kinds.items():
-        c = quote_ident(name)
-        if kind == "int":
-            counts.append((name, "int_range", f"({c} > {INT_EXACT_MAX} or {c} < -{INT_EXACT_MAX})"))
-        elif kind in ("float", "decimal"):
-            x = f"cast({c} as float64)"
-            counts += [
-                (name, "nan", f"is_nan({x})"),
-                (name, "inf", f"is_inf({x})"),
-                (name, "float32_range", f"abs({x}) > {FLOAT32_MAX!r} and not is_inf({x})"),
-            ]
+    counts = value_fault_conditions(kinds, quote_ident, _FAULTS)
     if not counts:
         return {}
     sql, params = _select(bq, relation, list(kinds), filters)

@@ -10,8 +10,15 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import WarehouseError, one_line
-from ml.kinds import FLOAT32_MAX, INT_EXACT_MAX, type_name_kind
-from ml.warehouse.base import Filters, KeyStats, Population, ValueFaults
+from ml.kinds import type_name_kind
+from ml.warehouse.base import (
+    FaultSpelling,
+    Filters,
+    KeyStats,
+    Population,
+    ValueFaults,
+    value_fault_conditions,
+)
 from ml.warehouse.duckdb.sql import quote_ident, select
 
 if TYPE_CHECKING:
@@ -115,23 +122,15 @@ def population(relation: Relation, columns: list[str], filters: Filters) -> Popu
     return Population(f"({sql})", params)
 
 
+_FAULTS = FaultSpelling(float_type="double", is_nan="isnan", is_inf="isinf")
+
+
 def value_faults(
     con: Any, relation: Relation, kinds: Mapping[str, str], filters: Filters
 ) -> ValueFaults:
     """One pass over the filtered relation counting, per numeric feature, what
     `ml.contract.check_feature_values` refuses."""
-    counts: list[tuple[str, str, str]] = []
-    for name, kind in kinds.items():
-        c = quote_ident(name)
-        if kind == "int":
-            counts.append((name, "int_range", f"({c} > {INT_EXACT_MAX} or {c} < -{INT_EXACT_MAX})"))
-        elif kind in ("float", "decimal"):
-            x = f"cast({c} as double)"
-            counts += [
-                (name, "nan", f"isnan({x})"),
-                (name, "inf", f"isinf({x})"),
-                (name, "float32_range", f"isfinite({x}) and abs({x}) > {FLOAT32_MAX!r}"),
-            ]
+    counts = value_fault_conditions(kinds, quote_ident, _FAULTS)
     if not counts:
         return {}
     sql, params = select(relation, list(kinds), dict(filters))
