@@ -5,13 +5,16 @@ Builds its own throwaway warehouse and MLflow store in a temp dir (demo data, `d
 X-learner recipe trained and registered), times `ml materialize` of the upcoming campaign's
 population into each store, then serves that one model version, one worker each, on 127.0.0.1:
 `ml serve` and `mlflow models serve` with the full feature record, `ml serve` by id with each
-store (a redis-server started on a free loopback port). All are driven by the same small
-raw-socket HTTP/1.1 client (keep-alive, one connection per client thread):
+store (a redis-server started on a free loopback port). All four run at once and are measured
+round robin (--rounds rounds, each server a share of the requests per round, so the machine's
+slower spells fall on all alike), driven by the same small raw-socket HTTP/1.1 client
+(keep-alive, one connection per client thread):
   - single-request latency p50/p99 and req/s, sequential (one connection);
   - req/s and p50/p99 at concurrency 8 (eight connections, one thread each).
 Every response is checked (status 200, and every server gives the same score to the customer).
 
-Usage: .venv/bin/python bench/serve_bench.py [--requests 2000] [--customers 50000] [--keep DIR]
+Usage: .venv/bin/python bench/serve_bench.py [--requests 2000] [--rounds 4] [--customers 50000]
+       [--keep DIR]
 """
 
 from __future__ import annotations
@@ -130,10 +133,10 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def _sequential(port: int, path: str, body: bytes, n: int) -> dict[str, float]:
+def _sequential(port: int, path: str, body: bytes, n: int) -> tuple[np.ndarray, float]:
     conn = Connection(port)
     try:
-        for _ in range(WARMUP):
+        for _ in range(WARMUP // 4):
             conn.post(path, body)
         lat = np.empty(n)
         start = time.perf_counter()
@@ -146,16 +149,18 @@ def _sequential(port: int, path: str, body: bytes, n: int) -> dict[str, float]:
         elapsed = time.perf_counter() - start
     finally:
         conn.close()
-    return _summary(lat, n / elapsed)
+    return lat, elapsed
 
 
-def _concurrent(port: int, path: str, body: bytes, n: int, workers: int) -> dict[str, float]:
+def _concurrent(
+    port: int, path: str, body: bytes, n: int, workers: int
+) -> tuple[np.ndarray, float]:
     per = n // workers
     lat = np.empty(per * workers)
     errors: list[str] = []
     conns = [Connection(port) for _ in range(workers)]
     for c in conns:
-        for _ in range(WARMUP // workers):
+        for _ in range(WARMUP // workers // 4):
             c.post(path, body)
     barrier = threading.Barrier(workers + 1)
 
@@ -181,10 +186,13 @@ def _concurrent(port: int, path: str, body: bytes, n: int, workers: int) -> dict
         c.close()
     if errors:
         raise SystemExit(f"{path}: {errors[0]}")
-    return _summary(lat, len(lat) / elapsed)
+    return lat, elapsed
 
 
-def _summary(lat: np.ndarray, rps: float) -> dict[str, float]:
+def _summary(parts: list[tuple[np.ndarray, float]]) -> dict[str, float]:
+    """Latency percentiles over every round's requests; req/s over the rounds' total time."""
+    lat = np.concatenate([p[0] for p in parts])
+    rps = len(lat) / sum(p[1] for p in parts)
     ms = lat * 1000
     return {
         "p50_ms": float(np.percentile(ms, 50)),
@@ -279,6 +287,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="Requests per measurement.")
     parser.add_argument("--customers", type=int, default=50_000, help="Demo data size.")
     parser.add_argument("--keep", type=Path, default=None, help="Build here and keep it.")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="Rounds the requests are split over (default 4)."
+    )
     args = parser.parse_args()
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -353,26 +364,37 @@ def main() -> None:
         }
         results: dict[str, dict[str, dict[str, float]]] = {}
         scores: dict[str, float] = {}
-        for name, (cmd, extra, ready, path, body, score_of) in servers.items():
-            port = _free_port()
-            cmd = [c.replace("{port}", str(port)) for c in cmd]
-            log = base / f"{name.replace(' ', '-').replace(',', '')}.log"
-            print(f"starting {name} on port {port} ...", file=sys.stderr)
-            proc = _start(cmd, {**env, **extra}, port, ready, log)
-            try:
+        procs: dict[str, tuple[subprocess.Popen, int]] = {}
+        try:
+            for name, (cmd, extra, ready, path, body, score_of) in servers.items():
+                port = _free_port()
+                cmd = [c.replace("{port}", str(port)) for c in cmd]
+                log = base / f"{name.replace(' ', '-').replace(',', '')}.log"
+                print(f"starting {name} on port {port} ...", file=sys.stderr)
+                procs[name] = (_start(cmd, {**env, **extra}, port, ready, log), port)
                 conn = Connection(port)
                 status, payload = conn.post(path, body)
                 conn.close()
                 if status != 200:
                     raise SystemExit(f"{name}: HTTP {status}: {payload[:300]!r}")
                 scores[name] = float(score_of(json.loads(payload)))
+            # Round robin: every server answers a share of the requests in each round, so a
+            # spell when the machine is slower falls on all of them alike.
+            seq: dict[str, list] = {name: [] for name in servers}
+            conc: dict[str, list] = {name: [] for name in servers}
+            share = max(1, args.requests // args.rounds)
+            for _ in range(args.rounds):
+                for name, (_, _, _, path, body, _) in servers.items():
+                    seq[name].append(_sequential(procs[name][1], path, body, share))
+                for name, (_, _, _, path, body, _) in servers.items():
+                    conc[name].append(_concurrent(procs[name][1], path, body, share, CONCURRENCY))
+            for name in servers:
                 results[name] = {
-                    "sequential": _sequential(port, path, body, args.requests),
-                    f"concurrency {CONCURRENCY}": _concurrent(
-                        port, path, body, args.requests, CONCURRENCY
-                    ),
+                    "sequential": _summary(seq[name]),
+                    f"concurrency {CONCURRENCY}": _summary(conc[name]),
                 }
-            finally:
+        finally:
+            for proc, _ in procs.values():
                 _stop(proc)
         if max(scores.values()) - min(scores.values()) > 1e-9:
             raise SystemExit(f"the servers disagree on the score: {scores}")

@@ -42,10 +42,10 @@ _CONTAINER_ATTRS = (
     "propensity_model",
 )
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float64): "<f8"}
-# Up to this many rows, walking the trees in numpy costs less than XGBoost's C call
-# (bench/predict_bench.py, 150 depth-6 trees: 0.31x of its CPU for 1 row, 0.92x for 32, 1.08x
-# for 64).
-SMALL_ROWS = 32
+# Up to this many rows, walking the trees in numpy costs clearly less than XGBoost's C call
+# (bench/predict_bench.py, 150 depth-6 trees, two runs: 0.30-0.31x of its CPU for 1 row,
+# 0.48-0.65x for 16, 0.92-1.01x for 32, 1.08-1.35x for 64).
+SMALL_ROWS = 16
 
 
 def _forest(

@@ -106,8 +106,8 @@ def test_materialize_json_says_what_it_wrote(store_env, scored_champion, trained
 
 
 def test_every_customer_of_the_campaign_scores_as_in_batch(client, batch_scores, trained_x_learner):
-    """The first 2,000 customers in requests of 1 to 32 entities (the trees walked in numpy,
-    `ml.treewalk`), the rest 1,000 at a time (XGBoost's own predictor, as in batch)."""
+    """The first 2,000 customers in requests of 1 to 32 entities (up to 16 the trees are walked
+    in numpy, `ml.treewalk`), the rest 1,000 at a time (XGBoost's own predictor, as in batch)."""
     ids = sorted(batch_scores)
     online: dict[int, float] = {}
     chunks, start, sizes = [], 0, itertools.cycle([1, 7, 32, 2, 19])
