@@ -213,18 +213,11 @@ def _quote(text: str) -> str:
 
 def load_trained(resolved: ResolvedModel) -> TrainedModel:
     """Preprocessor + estimator rebuilt from the run's separate artifacts (batch scoring)."""
-    from ml.recipe import recipe_from_dict
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for part in BATCH_ARTIFACTS:
             _download(resolved.run_id, part, root)
-        label = f"run {resolved.run_id}: recipe.yaml"
-        data = _read(resolved.run_id, root, "recipe/recipe.yaml")
-        text = decode_text(data, label, error=ArtifactError)
-        recipe = recipe_from_dict(
-            parse_yaml(text, label, error=ArtifactError, string_keys=False), label
-        )
+        recipe = _recipe(resolved.run_id, _read(resolved.run_id, root, "recipe/recipe.yaml"))
         schema = _schema(
             resolved.run_id, _read(resolved.run_id, root, "schema/training_schema.json")
         )
@@ -251,6 +244,22 @@ def _optional_json(run_id: str, root: Path, rel: str) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"run '{run_id}': {rel} is unreadable ({one_line(exc, 200)})") from None
+
+
+def read_recipe(resolved: ResolvedModel) -> Recipe:
+    """The recipe the run was trained with (a few KB)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download(resolved.run_id, "recipe/recipe.yaml", Path(tmp))
+        data = _read(resolved.run_id, path.parent, path.name)
+    return _recipe(resolved.run_id, data)
+
+
+def _recipe(run_id: str, data: bytes) -> Recipe:
+    from ml.recipe import recipe_from_dict
+
+    label = f"run {run_id}: recipe.yaml"
+    text = decode_text(data, label, error=ArtifactError)
+    return recipe_from_dict(parse_yaml(text, label, error=ArtifactError, string_keys=False), label)
 
 
 def read_schema(resolved: ResolvedModel) -> TrainingSchema:

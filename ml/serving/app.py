@@ -56,6 +56,7 @@ def create_app(
     in the alias's new version when it moves (see `reload`)."""
     token = api_token(settings)
     schema = model.schema if model is not None else registry.read_schema(target)
+    declared = registry.read_recipe(target).context  # the context params' types, for by-id
     schemas = build_schemas(schema, settings.serving.max_records)
     store = open_store(settings)  # connects on first use, in the worker that uses it
     metrics = Metrics()
@@ -76,7 +77,7 @@ def create_app(
                 raise ContractError(
                     f"{target.model_uri}: its training schema differs from the run's"
                 )
-            swap(Served(target, loaded))
+            swap(Served(target, loaded, declared))
         else:
             metrics.serving(target)
         # The loaded libraries and model are permanent: keep the collector from re-walking them
@@ -104,7 +105,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.model = model
-    app.state.served = Served(target, model) if model is not None else None
+    app.state.served = Served(target, model, declared) if model is not None else None
     app.state.metadata = _metadata(schema, target, settings)
     app.state.store = store
     app.add_middleware(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from ml.errors import ContractError
 from ml.model import ScoringModel, TrainingSchema
 from ml.online import Found, OnlineStore, context_key, entity_key
+from ml.recipe import ContextParam, coerce_context_value
 from ml.serving.body import preview
 from ml.serving.schema import score_columns
 from ml.serving.served import Served
@@ -35,11 +36,17 @@ _PREVIEW = 60
 
 @dataclass(frozen=True)
 class ByIdRequest:
-    context: dict[str, Any]
+    context: dict[str, Any]  # as sent (echoed back)
+    typed: dict[str, Any]  # as the recipe declares each param: what names the stored set
     keys: list[tuple[int | str, ...]]  # per entity, its key values in the schema's key order
 
 
-def parse_request(body: dict[str, Any], schema: TrainingSchema, max_records: int) -> ByIdRequest:
+def parse_request(
+    body: dict[str, Any],
+    schema: TrainingSchema,
+    max_records: int,
+    declared: Mapping[str, ContextParam] | None = None,
+) -> ByIdRequest:
     """The request's context and entity keys, or a ContractError (422) naming the field."""
     for name in body:
         if name not in REQUEST_FIELDS:
@@ -47,7 +54,25 @@ def parse_request(body: dict[str, Any], schema: TrainingSchema, max_records: int
                 f"body: unknown field {preview(name, _PREVIEW)!r} (a request by id has "
                 "context and entities)"
             )
-    return ByIdRequest(_context(body, schema), _entities(body, schema, max_records))
+    context = _context(body, schema)
+    return ByIdRequest(
+        context, _typed(context, declared or {}), _entities(body, schema, max_records)
+    )
+
+
+def _typed(context: dict[str, Any], declared: Mapping[str, ContextParam]) -> dict[str, Any]:
+    """Each value as its declared type (as `ml materialize` types --context-params), so a
+    value of the wrong type is named here, not reported as a context never materialized."""
+    typed = dict(context)
+    for name, value in context.items():
+        param = declared.get(name)
+        if param is None:
+            continue
+        try:
+            typed[name] = coerce_context_value(param, value)
+        except ValueError as exc:
+            raise ContractError(f"context.{name}: {exc}") from None
+    return typed
 
 
 def _context(body: dict[str, Any], schema: TrainingSchema) -> dict[str, Any]:
@@ -145,8 +170,8 @@ def predict_by_id(
 ) -> Response:
     """Look the entities up, score the ones found, report the others."""
     schema, target = served.model.schema, served.target
-    request = parse_request(body, schema, max_records)
-    context = context_key(request.context)
+    request = parse_request(body, schema, max_records, served.context)
+    context = context_key(request.typed)
     started = time.perf_counter()
     found = store.lookup(target.model_name, context, [entity_key(k) for k in request.keys])
     if observe is not None:

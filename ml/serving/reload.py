@@ -70,6 +70,7 @@ class Reloader:
             return
         try:
             model = self.load(target)
+            declared = registry.read_recipe(target).context
             if model.schema.features != served.model.schema.features:
                 raise ContractError(
                     "its features differ from the served version's (restart ml serve to serve it)"
@@ -87,7 +88,7 @@ class Reloader:
                 message,
             )
             return
-        self.swap(Served(target, model))
+        self.swap(Served(target, model, declared))
         log.info(
             "reload: %s moved: now serving version %s (run %s), was version %s",
             shown,

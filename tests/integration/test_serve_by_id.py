@@ -166,6 +166,10 @@ def test_a_context_never_materialized_is_a_404_naming_it(client) -> None:
             {"context": {"campaign_id": None}, "entities": [{"customer_id": 1}]},
             "context.campaign_id: expected a string, number or boolean, got null",
         ),
+        (
+            {"context": {"campaign_id": 202612}, "entities": [{"customer_id": 1}]},
+            "context.campaign_id: expected a string, got int 202612",
+        ),
         ({"entities": [{"customer_id": 1}]}, "context: expected an object"),
         ({"context": CONTEXT}, "entities: expected a list of 1 to 1000 objects"),
     ],
