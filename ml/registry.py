@@ -248,10 +248,7 @@ def _optional_json(run_id: str, root: Path, rel: str) -> Any:
 
 def read_recipe(resolved: ResolvedModel) -> Recipe:
     """The recipe the run was trained with (a few KB)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _download(resolved.run_id, "recipe/recipe.yaml", Path(tmp))
-        data = _read(resolved.run_id, path.parent, path.name)
-    return _recipe(resolved.run_id, data)
+    return _recipe(resolved.run_id, _artifact_bytes(resolved.run_id, "recipe/recipe.yaml"))
 
 
 def _recipe(run_id: str, data: bytes) -> Recipe:
@@ -264,10 +261,15 @@ def _recipe(run_id: str, data: bytes) -> Recipe:
 
 def read_schema(resolved: ResolvedModel) -> TrainingSchema:
     """The training schema alone (a few KB): enough to build the API before the model loads."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _download(resolved.run_id, "schema/training_schema.json", Path(tmp))
-        data = _read(resolved.run_id, path.parent, path.name)
+    data = _artifact_bytes(resolved.run_id, "schema/training_schema.json")
     return _schema(resolved.run_id, data)
+
+
+def _artifact_bytes(run_id: str, rel: str) -> bytes:
+    """One small artifact of the run, downloaded alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download(run_id, rel, Path(tmp))
+        return _read(run_id, path.parent, path.name)
 
 
 def load_pyfunc(resolved: ResolvedModel) -> ScoringModel:
