@@ -95,14 +95,19 @@ def client(tmp_path: Path) -> Iterator[Any]:
         mlflow.set_tracking_uri(None)
 
 
-def test_a_hopeless_trial_is_pruned_after_its_first_fold(client: Any) -> None:
+def _tree_depth_search() -> tuple[Plan, Any]:
+    """A regression tree's max_depth searched by rmse, checked as `ml tune` checks it."""
     p = _plan(
         "regression",
         "sklearn.tree.DecisionTreeRegressor",
         "rmse",
         {"model.params.max_depth": {"int": [1, 8]}},
     )
-    search = check_search(p.recipe, p.task, p.label, p.allowed_modules)
+    return p, check_search(p.recipe, p.task, p.label, p.allowed_modules)
+
+
+def test_a_hopeless_trial_is_pruned_after_its_first_fold(client: Any) -> None:
+    p, search = _tree_depth_search()
     assert search.direction == "minimize"
     folds = cv.make_folds(p, _rows(p), 3)
 
@@ -132,13 +137,7 @@ def test_a_hopeless_trial_is_pruned_after_its_first_fold(client: Any) -> None:
 
 
 def test_a_stop_request_ends_the_trial_between_folds(client: Any) -> None:
-    p = _plan(
-        "regression",
-        "sklearn.tree.DecisionTreeRegressor",
-        "rmse",
-        {"model.params.max_depth": {"int": [1, 8]}},
-    )
-    search = check_search(p.recipe, p.task, p.label, p.allowed_modules)
+    p, search = _tree_depth_search()
 
     class AfterFirstFold(threading.Event):
         """Set by Ctrl-C while the first fold fits: seen at the check before the second."""
