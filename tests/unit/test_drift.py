@@ -55,3 +55,24 @@ def test_sampling_every_kth_row_counts_a_systematic_sample() -> None:
     acc.add({"x": np.arange(100.0), "c": pa.chunked_array([pa.array(["a"] * 50 + ["b"] * 50)])})
     assert acc.counts["x"].sum() == 10 and acc.counts["c"].sum() == 10
     assert acc.report()["x"]["psi"] < 0.05
+
+
+def test_bin_counts_equal_searchsorted_on_edges_nulls_and_infinities() -> None:
+    from ml.drift import _numeric_counts
+
+    rng = np.random.default_rng(3)
+    edges = np.unique(np.round(rng.normal(size=9), 2))
+    x = np.concatenate(
+        [
+            rng.normal(size=5_000),
+            edges,
+            np.nextafter(edges, -np.inf),
+            [np.nan] * 7,
+            [np.inf, -np.inf],
+        ]
+    )
+    finite = x[~np.isnan(x)]
+    expected = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+    assert _numeric_counts(x, edges).tolist() == [*expected.tolist(), 7.0]
+    assert _numeric_counts(x, np.array([])).tolist() == [float(finite.size), 7.0]
+    assert _numeric_counts(np.array([np.nan, np.nan]), edges).sum() == 2.0
