@@ -109,8 +109,8 @@ def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     nine edges, a fifth of searchsorted's CPU per value (drift is counted on every batch
     `ml score` streams)."""
     nulls = int(np.count_nonzero(np.isnan(x)))
-    at_least = [np.count_nonzero(x >= e) for e in edges]  # NaN compares False
-    bounds = [x.size - nulls, *at_least]
+    at_least = [int(np.count_nonzero(x >= e)) for e in edges]  # NaN compares False
+    bounds: list[int] = [x.size - nulls, *at_least]
     counts = [bounds[i] - bounds[i + 1] for i in range(len(edges))] + [bounds[-1]]
     return np.array([*counts, nulls], dtype=np.float64)
 

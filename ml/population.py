@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ml.dbt import DbtModel
     from ml.model import TrainingSchema
-    from ml.warehouse import Warehouse
+    from ml.warehouse import Relation, Warehouse
 
 
 def require_built(
@@ -65,8 +65,12 @@ def check_scoring_population(
     schema: TrainingSchema,
     context: dict[str, Any],
     flag_of: str | None = None,
+    *,
+    count_distinct: bool = True,
 ) -> tuple[int, dict[str, str]]:
-    """The context's row count and the relation's column kinds, or the first fault found."""
+    """The context's row count and the relation's column kinds, or the first fault found.
+    Without `count_distinct`, the keys' uniqueness is left to the caller (a stream that
+    watches their order, then `require_unique_keys` if that did not prove it)."""
     rel, filters = p.score_model.relation, p.filters(context)
     require_built(wh, settings, p.score_model, flag_of)
     columns = wh.columns(rel)
@@ -74,7 +78,7 @@ def check_scoring_population(
     expected.update({c: p.kinds[c] for c in filters if c in p.kinds})
     expected.update(schema.features)
     contract.check_columns(columns, expected, str(rel))
-    stats = wh.key_stats(rel, schema.entity_keys, filters)
+    stats = wh.key_stats(rel, schema.entity_keys, filters, distinct=count_distinct)
     if stats.rows == 0:
         raise ContractError(
             f"{rel}: the scoring population is empty for {described(context)}; nothing was written"
@@ -84,9 +88,47 @@ def check_scoring_population(
             raise ContractError(
                 f"{rel}: key column '{key}' has {nulls} null value(s); nothing was written"
             )
-    if stats.duplicates:
+    _refuse_duplicates(rel, schema.entity_keys, stats.duplicates)
+    return stats.rows, columns
+
+
+def require_unique_keys(
+    wh: Warehouse, relation: Relation, keys: list[str], filters: dict[str, Any]
+) -> None:
+    """A ContractError when the filtered relation holds a key more than once."""
+    _refuse_duplicates(relation, keys, wh.key_stats(relation, keys, filters).duplicates)
+
+
+def _refuse_duplicates(relation: Relation, keys: list[str], duplicates: int | None) -> None:
+    if duplicates:
         raise ContractError(
-            f"{rel}: key ({', '.join(schema.entity_keys)}) has {stats.duplicates} duplicate "
+            f"{relation}: key ({', '.join(keys)}) has {duplicates} duplicate "
             "row(s) in this context; nothing was written"
         )
-    return stats.rows, columns
+
+
+class KeyOrder:
+    """Watches a single-column key batch by batch: keys that arrive strictly increasing are
+    unique, so a population read in key order (a table written sorted, as DuckDB returns it)
+    needs no count of its distinct keys. Anything else (a repeat, a step down, a composite key,
+    a type that does not compare) leaves `increasing` False."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.key = keys[0] if len(keys) == 1 else None
+        self.increasing = self.key is not None
+        self._last: Any = None
+
+    def add(self, table: pa.Table) -> None:
+        if not self.increasing or table.num_rows == 0:
+            return
+        import pyarrow.compute as pc
+
+        column = table.column(self.key).combine_chunks()
+        n = len(column)
+        try:
+            first, last = column[0].as_py(), column[n - 1].as_py()
+            within = n < 2 or pc.all(pc.greater(column.slice(1), column.slice(0, n - 1))).as_py()
+            self.increasing = bool(within) and (self._last is None or first > self._last)
+        except (TypeError, NotImplementedError, ValueError):  # a type without an order
+            self.increasing = False
+        self._last = last if self.increasing else None

@@ -121,9 +121,18 @@ def score(
             wh.open()
         # `seconds` covers the scoring itself: population checks, streaming, writing, the swap
         start, cpu_start = time.perf_counter(), _cpu_seconds()
+        # The Python engine on a warehouse in this process proves the keys unique as they
+        # stream (KeyOrder), counting distinct keys only if their order did not
+        in_stream = engine == "python" and wh.in_process
         with steps.step(f"checking {target.relation} against the training schema"):
             total, _ = population.check_scoring_population(
-                wh, settings, target.plan, trained.model.schema, target.context, "ml score"
+                wh,
+                settings,
+                target.plan,
+                trained.model.schema,
+                target.context,
+                "ml score",
+                count_distinct=not in_stream,
             )
         if engine == "sql":
             rows, drift = _score_in_warehouse(
@@ -134,7 +143,9 @@ def score(
         else:
             drift = _drift(trained, total, settings.predictions.drift_sample_rows)
             with steps.step(f"scoring {total:,} rows into {target.output}"):
-                rows = _write_scores(settings, wh, target, trained, drift, total, on_batch)
+                rows = _write_scores(
+                    settings, wh, target, trained, drift, total, on_batch, in_stream
+                )
         if trained.policy_curve:
             with steps.step(f"writing the held-out policy curve to {target.output}__policy"):
                 _write_policy_curve(wh, target, trained)
@@ -198,9 +209,13 @@ def _write_scores(
     drift: DriftAccumulator | None,
     total: int,
     on_batch: Callable[[int, int], None] | None,
+    keys_in_stream: bool,
 ) -> int:
-    """Stream the population through the model into a new slice; returns the rows written."""
+    """Stream the population through the model into a new slice; returns the rows written.
+    With `keys_in_stream`, the keys' uniqueness is checked here, before the slice goes live:
+    by their order as they pass, else by the warehouse."""
     p, schema = target.plan, trained.model.schema
+    order = population.KeyOrder(schema.entity_keys) if keys_in_stream else None
     slice_, typed = _slice(target, trained)
     columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
     with (
@@ -216,10 +231,15 @@ def _write_scores(
             target,
             schema,
             drift,
+            order,
             writer.write,
             total,
             on_batch,
         )
+        if order is not None and not order.increasing:
+            population.require_unique_keys(
+                wh, p.score_model.relation, schema.entity_keys, target.filters
+            )
     return writer.rows
 
 
@@ -298,6 +318,7 @@ def _pipeline(
     target: Target,
     schema: TrainingSchema,
     drift: DriftAccumulator | None,
+    order: population.KeyOrder | None,
     write: Callable[[Any], None],
     total: int,
     on_batch: Callable[[int, int], None] | None,
@@ -345,7 +366,10 @@ def _pipeline(
             rows = np.arange(table.num_rows)
             out = {k: table.column(k).take(rows) for k in (*schema.entity_keys, *target.filters)}
             out["score"] = pa.array(scores, pa.float64())
-            write_q.put(pa.table(out))
+            scored = pa.table(out)
+            if order is not None:
+                order.add(scored)
+            write_q.put(scored)
     finally:
         write_q.put(None)
         thread.join()

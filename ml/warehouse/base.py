@@ -38,15 +38,16 @@ class Relation:
 
 @dataclass(frozen=True)
 class KeyStats:
-    """Rows, null keys and distinct keys of a filtered relation, computed in the warehouse."""
+    """Rows, null keys and distinct keys (None: not counted) of a filtered relation, computed
+    in the warehouse."""
 
     rows: int
     nulls: dict[str, int]
-    distinct: int
+    distinct: int | None
 
     @property
-    def duplicates(self) -> int:
-        return self.rows - self.distinct
+    def duplicates(self) -> int | None:
+        return None if self.distinct is None else self.rows - self.distinct
 
 
 # numeric feature -> fault -> rows: the values the contract refuses (ml.contract.VALUE_FAULTS)
@@ -143,7 +144,17 @@ class Warehouse(Protocol):
         self, relation: Relation, columns: list[str], filters: Filters, batch_size: int
     ) -> Iterator[pa.RecordBatch]: ...
 
-    def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats: ...
+    def key_stats(
+        self, relation: Relation, keys: list[str], filters: Filters, *, distinct: bool = True
+    ) -> KeyStats:
+        """Rows and null keys of the filtered relation, and its distinct keys when asked."""
+        ...
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the warehouse's queries run on this process's CPU (DuckDB): work the
+        scoring stream already does is then not asked of it a second time."""
+        ...
 
     def streaming(self) -> AbstractContextManager[None]:
         """Held while this process streams batches through a model (read_batches in, a slice

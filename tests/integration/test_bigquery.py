@@ -267,6 +267,10 @@ def test_reads_fall_back_to_rest_without_the_storage_api(
     with connect(settings) as wh:
         filtered = wh.read_arrow(relation, columns, {"campaign_id": UPCOMING})
         stats = wh.key_stats(relation, ["customer_id"], {"campaign_id": UPCOMING})
+        uncounted = wh.key_stats(
+            relation, ["customer_id"], {"campaign_id": UPCOMING}, distinct=False
+        )
+        assert not wh.in_process  # BigQuery counts distinct keys before the stream
     with connect(rest) as wh:
         via_rest = wh.read_arrow(relation, columns, {})
     assert via_storage.column_names == via_rest.column_names == columns
@@ -279,6 +283,11 @@ def test_reads_fall_back_to_rest_without_the_storage_api(
         filtered.num_rows,
         {"customer_id": 0},
         filtered.num_rows,
+    )
+    assert (uncounted.rows, uncounted.nulls, uncounted.distinct) == (
+        filtered.num_rows,
+        {"customer_id": 0},
+        None,
     )
 
 

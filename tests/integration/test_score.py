@@ -341,6 +341,57 @@ def test_population_breaks_contract(
     _intact(ml_env, trained_x_learner, before)
 
 
+@pytest.mark.parametrize(
+    ("order", "duplicates", "counted"),
+    [("", 0, [False]), ("desc", 0, [False, True]), ("", 3, [False, True])],
+    ids=["in-key-order", "descending", "in-order-with-duplicates"],
+)
+def test_keys_in_order_need_no_distinct_count(
+    before, trained_x_learner, ml_env, tmp_path, monkeypatch, order, duplicates, counted
+) -> None:
+    """Keys streaming strictly increasing are unique without DuckDB counting distinct keys; in
+    any other order (or with a repeat) the count runs after the stream, before the swap."""
+    from ml.warehouse.duckdb.backend import DuckDBWarehouse
+
+    population = "analytics_loaders.score_uplift"
+    repeats = (
+        f" union all (select * from {population} where campaign_id = '{UPCOMING}' limit {duplicates})"
+        if duplicates
+        else ""
+    )
+    env = _copied_warehouse(
+        ml_env,
+        tmp_path,
+        monkeypatch,
+        f"create or replace table {population} as select * from "
+        f"(select * from {population}{repeats}) order by customer_id {order}",
+    )
+    asked: list[bool] = []
+    key_stats = DuckDBWarehouse.key_stats
+
+    def recorded(self, *args, distinct=True):
+        asked.append(distinct)
+        return key_stats(self, *args, distinct=distinct)
+
+    monkeypatch.setattr(DuckDBWarehouse, "key_stats", recorded)
+    result = CliRunner().invoke(main, ["score", "--run-id", trained_x_learner.run_id])
+    assert asked == counted
+    if duplicates:
+        line = one_line_error(result)
+        assert line.endswith(
+            f"score_uplift: key (customer_id) has {duplicates} duplicate row(s) in this context; "
+            "nothing was written"
+        ), line
+        with duckdb.connect(env["ML_DUCKDB_PATH"]) as con:  # only the live slice is left
+            states = con.execute(
+                "select state, count(*) from predictions._xgboost_x_learner__slices group by 1"
+            ).fetchall()
+        assert [s for s, _ in states] == ["live"]
+    else:
+        assert result.exit_code == 0, result.output
+        assert _slice(env, trained_x_learner.run_id, UPCOMING)[0] == _population(env, UPCOMING)
+
+
 def test_population_contract_error_type() -> None:
     assert ContractError.exit_code != 0
 

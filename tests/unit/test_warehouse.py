@@ -74,3 +74,33 @@ def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
         with pytest.raises(RuntimeError), wh.streaming():
             raise RuntimeError("a failed stream restores the setting too")
         assert _threads(wh) == before
+
+
+def test_duckdb_key_stats_count_distinct_keys_only_when_asked(root: Path, tmp_path: Path) -> None:
+    settings = load_settings(root=root)
+    duck = settings.warehouse.duckdb.model_copy(update={"path": str(tmp_path / "w.duckdb")})
+    settings = settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
+    )
+    with connect(settings) as wh:
+        wh.con.execute(
+            "create table t as select * from (values (1, 'a'), (2, 'a'), (2, 'a'), (null, 'a'), "
+            "(3, 'b')) v(id, c)"
+        )
+        relation = Relation(None, "main", "t")
+        counted = wh.key_stats(relation, ["id"], {"c": "a"})
+        uncounted = wh.key_stats(relation, ["id"], {"c": "a"}, distinct=False)
+        assert wh.in_process
+    # distinct counts NULL as one key, as SELECT DISTINCT does
+    assert (counted.rows, counted.nulls, counted.distinct, counted.duplicates) == (
+        4,
+        {"id": 1},
+        3,
+        1,
+    )
+    assert (uncounted.rows, uncounted.nulls, uncounted.distinct, uncounted.duplicates) == (
+        4,
+        {"id": 1},
+        None,
+        None,
+    )

@@ -57,8 +57,14 @@ class BigQueryWarehouse:
     ) -> Iterator[pa.RecordBatch]:
         return read.read_batches(self.bq, relation, columns, filters, batch_size)
 
-    def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
-        return read.key_stats(self.bq, relation, keys, filters)
+    def key_stats(
+        self, relation: Relation, keys: list[str], filters: Filters, *, distinct: bool = True
+    ) -> KeyStats:
+        return read.key_stats(self.bq, relation, keys, filters, distinct=distinct)
+
+    @property
+    def in_process(self) -> bool:
+        return False
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:

@@ -160,21 +160,30 @@ def count_query_rows(bq: BigQuery, sql: str, filters: Mapping[str, Any]) -> int:
 
 
 def key_stats(
-    bq: BigQuery, relation: Relation, keys: list[str], filters: Mapping[str, Any]
+    bq: BigQuery,
+    relation: Relation,
+    keys: list[str],
+    filters: Mapping[str, Any],
+    *,
+    distinct: bool = True,
 ) -> KeyStats:
-    """Rows, null keys and distinct keys of a filtered relation, computed in BigQuery."""
+    """Rows, null keys and (when asked) distinct keys of a filtered relation, computed in
+    BigQuery."""
     where, params = where_sql(filters, "f")
     key_cols = ", ".join(quote_ident(k) for k in keys)
     nulls = ", ".join(
         f"(select countif({quote_ident(k)} is null) from population) as nulls_{i}"
         for i, k in enumerate(keys)
     )
+    distinct_sql = (
+        f"(select count(*) from (select distinct {key_cols} from population))"
+        if distinct
+        else "cast(null as int64)"
+    )
     sql = (
-        f"with population as (select {key_cols} from {table_ref(bq.table_id(relation))} where {where}), "
-        f"distinct_keys as (select distinct {key_cols} from population) "
+        f"with population as (select {key_cols} from {table_ref(bq.table_id(relation))} where {where}) "
         f"select (select count(*) from population) as n_rows, "
-        f"(select count(*) from distinct_keys) as n_distinct"
-        f"{', ' if nulls else ''}{nulls}"
+        f"{distinct_sql} as n_distinct{', ' if nulls else ''}{nulls}"
     )
     try:
         job = bq.query(sql, params)
@@ -184,7 +193,7 @@ def key_stats(
     return KeyStats(
         rows=int(row["n_rows"] or 0),
         nulls={k: int(row[f"nulls_{i}"] or 0) for i, k in enumerate(keys)},
-        distinct=int(row["n_distinct"] or 0),
+        distinct=None if row["n_distinct"] is None else int(row["n_distinct"]),
     )
 
 

@@ -62,8 +62,14 @@ class DuckDBWarehouse:
     ) -> Iterator[pa.RecordBatch]:
         return read.read_batches(self.con, relation, columns, filters, batch_size)
 
-    def key_stats(self, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
-        return read.key_stats(self.con, relation, keys, filters)
+    def key_stats(
+        self, relation: Relation, keys: list[str], filters: Filters, *, distinct: bool = True
+    ) -> KeyStats:
+        return read.key_stats(self.con, relation, keys, filters, distinct=distinct)
+
+    @property
+    def in_process(self) -> bool:
+        return True
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:

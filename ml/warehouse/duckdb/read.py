@@ -98,13 +98,19 @@ def count_query_rows(con: Any, sql: str, filters: Filters) -> int:
     return int(row[0] or 0)
 
 
-def key_stats(con: Any, relation: Relation, keys: list[str], filters: Filters) -> KeyStats:
+def key_stats(
+    con: Any, relation: Relation, keys: list[str], filters: Filters, *, distinct: bool = True
+) -> KeyStats:
     population, params = select(relation, keys, dict(filters))
     key_list = ", ".join(quote_ident(k) for k in keys)
     nulls = "".join(f", count(*) - count({quote_ident(k)})" for k in keys)
+    distinct_sql = (
+        f"(select count(*) from (select distinct {key_list} from population))"
+        if distinct
+        else "null"
+    )
     sql = (
-        f"with population as ({population}) select count(*){nulls}, "
-        f"(select count(*) from (select distinct {key_list} from population)) from population"
+        f"with population as ({population}) select count(*){nulls}, {distinct_sql} from population"
     )
     try:
         row = con.cursor().execute(sql, params).fetchone()
@@ -113,7 +119,7 @@ def key_stats(con: Any, relation: Relation, keys: list[str], filters: Filters) -
     return KeyStats(
         rows=int(row[0] or 0),
         nulls={k: int(row[1 + i] or 0) for i, k in enumerate(keys)},
-        distinct=int(row[-1] or 0),
+        distinct=None if row[-1] is None else int(row[-1]),
     )
 
 
