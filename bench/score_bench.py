@@ -143,8 +143,9 @@ def _runs(base: Path, env: dict[str, str], repeat: int, *args: str) -> tuple[dic
     return by_cpu[len(by_cpu) // 2][0], min(r[1] for r in runs), max(r[2] for r in runs)
 
 
-def _raw_predict(booster: object, X: object) -> tuple[float, float]:
-    """CPU and wall seconds of `inplace_predict` over X in 100k-row slices."""
+def _raw_predict(booster: object, X: object, threads: int) -> tuple[float, float]:
+    """CPU and wall seconds of `inplace_predict` over X in 100k-row slices, on `threads`."""
+    booster.set_param({"nthread": threads})  # type: ignore[attr-defined]
     t, cpu = time.perf_counter(), _cpu_seconds()
     for start in range(0, len(X), 100_000):  # type: ignore[arg-type]
         booster.inplace_predict(X[start : start + 100_000])  # type: ignore[attr-defined,index]
@@ -360,12 +361,22 @@ def main() -> None:
 
         # Pairs: each `ml score` run, then raw predict right after it, so both see the machine
         # in the same state (its speed drifts by tens of percent over minutes); the ratio is
-        # the median of the pairs' ratios.
-        pairs = []
+        # the median of the pairs' ratios. Raw predict runs on the model's own threads
+        # (n_jobs) and on as many as `ml score` predicts on while it streams (the cores less
+        # one, at most n_jobs: ml.score), the second right after the first.
+        from ml.fastpredict import cpu_count
+
+        engine_threads = max(1, min(args.n_jobs, cpu_count() - 1))
+        pairs, same_threads = [], []
         for _ in range(max(1, args.repeat)):
             run = _peak_rss_mb_of(base, env, "score", "--run-id", trained["run_id"])
-            pairs.append((run, _raw_predict(booster, X)))
+            pairs.append((run, _raw_predict(booster, X, args.n_jobs)))
+            same_threads.append(_raw_predict(booster, X, engine_threads))
         ratios = sorted(run[0]["cpu_seconds"] / raw[0] for run, raw in pairs)
+        ratios_same = sorted(
+            run[0]["cpu_seconds"] / raw[0]
+            for (run, _), raw in zip(pairs, same_threads, strict=True)
+        )
         by_cpu = sorted(pairs, key=lambda pair: pair[0][0]["cpu_seconds"])
         scored = by_cpu[len(by_cpu) // 2][0][0]
         wall = min(run[1] for run, _ in pairs)
@@ -400,6 +411,17 @@ def main() -> None:
             "raw_inplace_predict_cpu_s_per_1m": round(raw_cpu * 1e6 / rows, 3),
             "ml_score_cpu_over_raw": round(ratios[len(ratios) // 2], 2),
             "ml_score_cpu_over_raw_pairs": [round(r, 2) for r in ratios],
+            "raw_threads": args.n_jobs,
+            "ml_score_predict_threads": engine_threads,
+            f"ml_score_cpu_over_raw_on_{engine_threads}_threads": round(
+                ratios_same[len(ratios_same) // 2], 2
+            ),
+            f"ml_score_cpu_over_raw_on_{engine_threads}_threads_pairs": [
+                round(r, 2) for r in ratios_same
+            ],
+            f"raw_inplace_predict_on_{engine_threads}_threads_cpu_s_runs": [
+                round(raw[0], 3) for raw in same_threads
+            ],
             "ml_score_cpu_s_runs": [run[0]["cpu_seconds"] for run, _ in pairs],
             "raw_inplace_predict_cpu_s_runs": [round(raw[0], 3) for _, raw in pairs],
             "sql_engine_cpu_s_per_1m": _round(in_sql["cpu_seconds"] * 1e6 / rows, 3),

@@ -114,6 +114,9 @@ class PredictionsSettings(_Strict):
     engine: Literal["python", "sql"] = "python"
     # rows the drift report's PSI is computed from (share errors ~0.001 at 100,000)
     drift_sample_rows: Int = Field(default=100_000, ge=1_000, le=10_000_000)
+    # the most threads an XGBoost model predicts on while `ml score` streams (never more than
+    # its own n_jobs); unset: the machine's cores less the one that reads and writes
+    threads: Int | None = Field(default=None, ge=1, le=1024)
 
 
 class OnlineStoreSettings(_Strict):

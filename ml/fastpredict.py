@@ -21,9 +21,11 @@ never the estimator that training pickles.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -136,6 +138,35 @@ def accelerate(estimator: Any, n_features: int) -> int:
     """Install the fast path on every XGBoost model found in `estimator` (itself included);
     returns how many models now use it."""
     return sum(_accelerate_one(m, n_features) for m in _xgb_models(estimator))
+
+
+@contextlib.contextmanager
+def threads_at_most(estimator: Any, limit: int) -> Iterator[None]:
+    """Until exit, every XGBoost model in `estimator` predicts on at most `limit` threads (on
+    its own count if that is lower; XGBoost's 0 or less means every core)."""
+    saved: list[tuple[Any, str]] = []
+    try:
+        for model in _xgb_models(estimator):
+            if not model.__sklearn_is_fitted__():
+                continue  # an unfitted template (EconML keeps them beside the fitted copies)
+            booster = model.get_booster()
+            config = json.loads(booster.save_config())
+            own = str(config["learner"]["generic_param"]["nthread"])
+            threads = min(int(own) if int(own) > 0 else cpu_count(), max(1, limit))
+            saved.append((booster, own))
+            booster.set_param({"nthread": threads})
+        yield
+    finally:
+        for booster, own in saved:
+            booster.set_param({"nthread": own})
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity, where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _xgb_models(estimator: Any) -> list[Any]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml.fastpredict import accelerate
+from ml.fastpredict import accelerate, threads_at_most
 from ml.preprocess import Preprocessor
 
 
@@ -56,6 +57,10 @@ class ScoringModel:
         return predict_matrix(
             self.estimator, self.schema.task, self.preprocessor.transform(columns)
         )
+
+    def threads_at_most(self, limit: int) -> AbstractContextManager[None]:
+        """Until exit, the XGBoost models inside predict on at most `limit` threads."""
+        return threads_at_most(self.estimator, limit)
 
 
 def predict_matrix(estimator: Any, task: str, X: np.ndarray) -> np.ndarray:

@@ -214,12 +214,18 @@ def _write_scores(
     """Stream the population through the model into a new slice; returns the rows written.
     With `keys_in_stream`, the keys' uniqueness is checked here, before the slice goes live:
     by their order as they pass, else by the warehouse."""
+    from ml.fastpredict import cpu_count
+
     p, schema = target.plan, trained.model.schema
     order = population.KeyOrder(schema.entity_keys) if keys_in_stream else None
     slice_, typed = _slice(target, trained)
     columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
+    # one core reads and writes (the warehouse's client, DuckDB on one thread); the model
+    # predicts on the others: threads beyond that only wait for each other
+    threads = settings.predictions.threads or max(1, cpu_count() - 1)
     with (
         wh.streaming(),
+        trained.model.threads_at_most(threads),
         wh.slice_writer(target.schema_name, p.recipe.name, slice_, typed) as writer,
     ):
         batches = wh.read_batches(

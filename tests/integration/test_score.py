@@ -392,6 +392,28 @@ def test_keys_in_order_need_no_distinct_count(
         assert _slice(env, trained_x_learner.run_id, UPCOMING)[0] == _population(env, UPCOMING)
 
 
+def test_prediction_threads_while_streaming(trained_x_learner, settings, monkeypatch) -> None:
+    """`predictions.threads` caps the model's threads while rows stream; unset, the cores less
+    one (the one DuckDB reads and writes on)."""
+    from ml.fastpredict import cpu_count
+    from ml.model import ScoringModel
+
+    limits: list[int] = []
+    capped = ScoringModel.threads_at_most
+
+    def recorded(self, limit):
+        limits.append(limit)
+        return capped(self, limit)
+
+    monkeypatch.setattr(ScoringModel, "threads_at_most", recorded)
+    three = settings.model_copy(
+        update={"predictions": settings.predictions.model_copy(update={"threads": 3})}
+    )
+    ref = ModelRef(name="xgboost_x_learner", alias_or_version="champion")
+    assert score(three, ref).rows == score(settings, ref).rows > 0
+    assert limits == [3, max(1, cpu_count() - 1)]
+
+
 def test_population_contract_error_type() -> None:
     assert ContractError.exit_code != 0
 

@@ -297,6 +297,31 @@ def test_bad_batch_size_names_setting_and_variable(
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", None),
+        ("3", 3),
+        ("0", "input should be greater than or equal to 1 (got '0')"),
+        (
+            "two",
+            "input should be a valid integer, unable to parse string as an integer (got 'two')",
+        ),
+    ],
+)
+def test_score_threads_from_the_environment(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: int | str | None
+) -> None:
+    monkeypatch.setenv("ML_SCORE_THREADS", value)
+    if isinstance(expected, str):
+        assert _refused(lambda: load_settings(root=root)) == (
+            f"config/base.yaml: predictions.threads: {expected} "
+            "(from environment variable ML_SCORE_THREADS)"
+        )
+    else:
+        assert load_settings(root=root).predictions.threads == expected
+
+
 def test_bad_value_from_dotenv_or_default_says_so(project: Path) -> None:
     (project / ".env").write_text("ML_SCORE_BATCH_SIZE=0\n")
     assert _refused(lambda: load_settings(root=project)).endswith(

@@ -114,3 +114,33 @@ def test_fast_path_rejects_what_it_does_not_handle() -> None:
     accelerate(model, N_FEATURES)
     with pytest.raises(TypeError):
         model.predict(np.nan_to_num(X).astype(np.int64))
+
+
+def _nthread(model) -> int:
+    import json
+
+    config = json.loads(model.get_booster().save_config())
+    return int(config["learner"]["generic_param"]["nthread"])
+
+
+@pytest.mark.parametrize(("own", "limit", "inside"), [(4, 1, 1), (1, 3, 1), (0, 1, 1), (3, 2, 2)])
+def test_threads_at_most_caps_every_xgboost_model_and_restores_them(own, limit, inside) -> None:
+    from econml.metalearners import XLearner
+
+    from ml.fastpredict import threads_at_most
+
+    X, y, t = _data(400)
+    X = np.nan_to_num(X)
+    est = XLearner(
+        models=XGBRegressor(n_estimators=5, max_depth=2, n_jobs=own),
+        propensity_model=XGBClassifier(n_estimators=5, max_depth=2, n_jobs=own),
+    ).fit(y.astype(float), t, X=X)
+    models = [*est.cate_controls_models, *est.cate_treated_models, *est.propensity_models]
+    before = predict_matrix(est, "uplift", X)
+    with threads_at_most(est, limit):
+        assert [_nthread(m) for m in models] == [inside] * len(models)
+        assert np.array_equal(predict_matrix(est, "uplift", X), before)
+    assert [_nthread(m) for m in models] == [own] * len(models)
+    with pytest.raises(RuntimeError), threads_at_most(est, limit):
+        raise RuntimeError("restored on the way out of a failure too")
+    assert [_nthread(m) for m in models] == [own] * len(models)
