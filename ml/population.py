@@ -1,7 +1,8 @@
 """Reading populations, one definition each: the training population as `ml train` and
 `ml tune` read it, and the scoring population's contract for `ml score` and `ml materialize`
 (the dbt model is built, its columns have the training schema's kinds, and the context's rows
-are there with unique, non-null entity keys), checked before anything is written."""
+are there with unique, non-null entity keys), checked before anything is written; or, for keys
+`ml score` watches as they stream (`KeyOrder`), before the new slice goes live."""
 
 from __future__ import annotations
 
