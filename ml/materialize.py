@@ -63,15 +63,10 @@ def materialize(
 ) -> MaterializeResult:
     """Replace the online store's set for the model and context with the warehouse's rows."""
     steps = steps or Steps(enabled=False)
-    given = (
-        context_params if isinstance(context_params, dict) else parse_context_params(context_params)
+    given = parse_context_params(context_params)
+    trained = registry.open_trained(
+        settings, ref, steps, "reading the model's recipe and training schema"
     )
-    from ml import tracking
-
-    with steps.step("checking the MLflow store"):
-        tracking.configure(settings)
-    with steps.step("reading the model's recipe and training schema"):
-        trained = registry.load_trained(registry.resolve(ref))
     context = resolve_context(trained.recipe, given, "score")
     with steps.step("checking the recipe against the dbt project"):
         p = plan(trained.recipe, f"run {trained.run_id}: recipe", DbtProject(settings))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -340,8 +341,11 @@ def recipe_from_dict(data: dict[str, Any], label: str = "recipe") -> Recipe:
         raise RecipeError(format_validation_error(exc, label)) from None
 
 
-def parse_context_params(raw: str | None) -> dict[str, Any]:
-    """Parse `--context-params` JSON into a mapping (types are checked against the recipe later)."""
+def parse_context_params(raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Parse `--context-params` JSON into a mapping (types are checked against the recipe later);
+    a mapping (the Python API's) is taken as it is."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
     if raw is None or raw.strip() == "":
         return {}
     label = "--context-params"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.config import Settings
 from ml.errors import (
     ArtifactError,
     ConfigError,
@@ -35,6 +36,7 @@ from ml.errors import (
     one_line,
 )
 from ml.model import ScoringModel, TrainingSchema
+from ml.progress import Steps
 from ml.textio import decode_text, parse_yaml
 
 if TYPE_CHECKING:
@@ -209,6 +211,17 @@ def _quote(text: str) -> str:
 
 
 # -- loading -----------------------------------------------------------------------------------
+
+
+def open_trained(settings: Settings, ref: ModelRef, steps: Steps, label: str) -> TrainedModel:
+    """The model `ref` names, from the configured MLflow store, as `ml score` and
+    `ml materialize` start: the store checked, then the model loaded (each a step)."""
+    from ml import tracking
+
+    with steps.step("checking the MLflow store"):
+        tracking.configure(settings)
+    with steps.step(label):
+        return load_trained(resolve(ref))
 
 
 def load_trained(resolved: ResolvedModel) -> TrainedModel:

@@ -98,15 +98,10 @@ def score(
     (sql: the model compiled to its dialect; default `predictions.engine`)."""
     steps = steps or Steps(enabled=False)
     engine = engine or settings.predictions.engine
-    given = (
-        context_params if isinstance(context_params, dict) else parse_context_params(context_params)
+    given = parse_context_params(context_params)
+    trained = registry.open_trained(
+        settings, ref, steps, "loading the model from its run's artifacts"
     )
-    from ml import tracking
-
-    with steps.step("checking the MLflow store"):
-        tracking.configure(settings)
-    with steps.step("loading the model from its run's artifacts"):
-        trained = registry.load_trained(registry.resolve(ref))
     if engine == "sql":  # an estimator the compiler refuses is refused before any work
         with steps.step(f"compiling the model to {warehouse_dialect(settings)} SQL"):
             score_sql.compile_for(trained, warehouse_dialect(settings), "population", [])

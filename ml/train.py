@@ -92,9 +92,7 @@ def train(
     if alias is not None:
         registry.check_alias(alias)
     recipe = recipe or load_recipe(recipe_path)
-    given = (
-        context_params if isinstance(context_params, dict) else parse_context_params(context_params)
-    )
+    given = parse_context_params(context_params)
     context = resolve_context(recipe, given, "train")
 
     from ml import tracking

@@ -81,9 +81,7 @@ def tune(
             f"{recipe_path}: tuning: the recipe has no tuning section (see 'Tuning a recipe' "
             "in the README)"
         )
-    given = (
-        context_params if isinstance(context_params, dict) else parse_context_params(context_params)
-    )
+    given = parse_context_params(context_params)
     context = resolve_context(recipe, given, "train")
     with steps.step("checking the recipe and its search space"):
         p = plan(recipe, str(recipe_path), DbtProject(settings))
