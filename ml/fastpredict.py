@@ -134,10 +134,10 @@ class _DensePredictor:
         return np.ctypeslib.as_array(preds, shape=(size,)).reshape(out_shape).copy()
 
 
-def accelerate(estimator: Any, n_features: int) -> int:
+def accelerate(estimator: Any, n_features: int, *, walk: bool = True) -> int:
     """Install the fast path on every XGBoost model found in `estimator` (itself included);
     returns how many models now use it."""
-    return sum(_accelerate_one(m, n_features) for m in _xgb_models(estimator))
+    return sum(_accelerate_one(m, n_features, walk) for m in _xgb_models(estimator))
 
 
 @contextlib.contextmanager
@@ -188,7 +188,7 @@ def _xgb_models(estimator: Any) -> list[Any]:
     return found
 
 
-def _accelerate_one(model: Any, n_features: int) -> int:
+def _accelerate_one(model: Any, n_features: int, walk: bool) -> int:
     from xgboost import XGBClassifier
 
     try:
@@ -196,7 +196,9 @@ def _accelerate_one(model: Any, n_features: int) -> int:
             return 0
         if model.get_booster().num_features() != n_features:
             return 0
-        fast = _DensePredictor(model.get_booster(), model._get_iteration_range(None), model.missing)
+        fast = _DensePredictor(
+            model.get_booster(), model._get_iteration_range(None), model.missing, walk
+        )
     except Exception:  # noqa: BLE001 - anything unexpected keeps XGBoost's own path
         return 0
     method: Callable[..., Any]

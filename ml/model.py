@@ -44,14 +44,24 @@ class ScoringModel:
 
     Built from loaded artifacts only (batch scoring, the pyfunc): it gives the XGBoost models
     inside the estimator the low-overhead predict path of `ml.fastpredict`, which returns the
-    same floats as XGBoost's own.
+    same floats as XGBoost's own; with `small_batches` (serving), also its numpy walk for a few
+    rows, built and checked here (for a model of many trees, a noticeable part of loading).
     """
 
-    def __init__(self, schema: TrainingSchema, preprocessor: Preprocessor, estimator: Any) -> None:
+    def __init__(
+        self,
+        schema: TrainingSchema,
+        preprocessor: Preprocessor,
+        estimator: Any,
+        *,
+        small_batches: bool = True,
+    ) -> None:
         self.schema = schema
         self.preprocessor = preprocessor
         self.estimator = estimator
-        self.accelerated = accelerate(estimator, len(preprocessor.feature_names))
+        self.accelerated = accelerate(
+            estimator, len(preprocessor.feature_names), walk=small_batches
+        )
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
         return predict_matrix(

@@ -239,7 +239,8 @@ def load_trained(resolved: ResolvedModel) -> TrainedModel:
         preprocessor = _unpickle(resolved.run_id, root, "preprocessor/preprocessor.pkl")
         estimator = _unpickle(resolved.run_id, root, "estimator/estimator.pkl")
         curve = _optional_json(resolved.run_id, root, POLICY_CURVE)
-    model = ScoringModel(schema, preprocessor, estimator)
+    # batch work streams large batches: the walk for a few rows would go unused
+    model = ScoringModel(schema, preprocessor, estimator, small_batches=False)
     return TrainedModel(resolved, recipe, model, profile, curve)
 
 

@@ -147,3 +147,15 @@ def test_a_pickled_copy_keeps_the_walk_on_or_off(monkeypatch) -> None:
     copy = pickle.loads(pickle.dumps(off))
     assert copy.predict.forest is None
     assert np.array_equal(copy.predict(X[:1]), XGBRegressor.predict(off, X[:1]))
+
+
+def test_batch_loading_skips_the_walk_and_small_batches_still_match(monkeypatch) -> None:
+    """Batch scoring (`accelerate(..., walk=False)`) neither builds nor checks the walk; a final
+    batch of a few rows goes through XGBoost's C call and gives its floats."""
+    X, y = _data()
+    model = XGBClassifier(n_estimators=30, max_depth=4).fit(X, y)
+    own = model.predict_proba(X[:5])
+    monkeypatch.setattr(treewalk, "build", lambda *a: pytest.fail("the walk was built"))
+    assert fastpredict.accelerate(model, N_FEATURES, walk=False) == 1
+    assert model.predict_proba.fast.forest is None
+    assert np.array_equal(model.predict_proba(X[:5]), own)
