@@ -55,18 +55,22 @@ def _threads(wh) -> int:
     return int(wh.con.execute("select current_setting('threads')").fetchone()[0])
 
 
+def _duckdb_settings(root: Path, tmp_path: Path, **duckdb: object):
+    """The project's settings on a DuckDB file of the test's own, with `duckdb` overrides."""
+    settings = load_settings(root=root)
+    duck = settings.warehouse.duckdb.model_copy(
+        update={"path": str(tmp_path / "w.duckdb"), **duckdb}
+    )
+    return settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
+    )
+
+
 @pytest.mark.parametrize("configured", [None, 2])
 def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
     root: Path, tmp_path: Path, configured: int | None
 ) -> None:
-    settings = load_settings(root=root)
-    duck = settings.warehouse.duckdb.model_copy(
-        update={"path": str(tmp_path / "w.duckdb"), "threads": configured}
-    )
-    settings = settings.model_copy(
-        update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
-    )
-    with connect(settings) as wh:
+    with connect(_duckdb_settings(root, tmp_path, threads=configured)) as wh:
         before = _threads(wh)
         with wh.streaming():
             assert _threads(wh) == (1 if configured is None else configured)
@@ -77,12 +81,7 @@ def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
 
 
 def test_duckdb_key_stats_count_distinct_keys_only_when_asked(root: Path, tmp_path: Path) -> None:
-    settings = load_settings(root=root)
-    duck = settings.warehouse.duckdb.model_copy(update={"path": str(tmp_path / "w.duckdb")})
-    settings = settings.model_copy(
-        update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
-    )
-    with connect(settings) as wh:
+    with connect(_duckdb_settings(root, tmp_path)) as wh:
         wh.con.execute(
             "create table t as select * from (values (1, 'a'), (2, 'a'), (2, 'a'), (null, 'a'), "
             "(3, 'b')) v(id, c)"
