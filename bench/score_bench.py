@@ -364,9 +364,9 @@ def main() -> None:
         # the median of the pairs' ratios. Raw predict runs on the model's own threads
         # (n_jobs) and on as many as `ml score` predicts on while it streams (the cores less
         # one, at most n_jobs: ml.score), the second right after the first.
-        from ml.fastpredict import cpu_count
+        from ml.fastpredict import streaming_threads
 
-        engine_threads = max(1, min(args.n_jobs, cpu_count() - 1))
+        engine_threads = min(args.n_jobs, streaming_threads())
         pairs, same_threads = [], []
         for _ in range(max(1, args.repeat)):
             run = _peak_rss_mb_of(base, env, "score", "--run-id", trained["run_id"])

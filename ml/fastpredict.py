@@ -161,6 +161,12 @@ def threads_at_most(estimator: Any, limit: int) -> Iterator[None]:
             booster.set_param({"nthread": own})
 
 
+def streaming_threads() -> int:
+    """What a model predicts on while batch scoring streams, unless configured: the cores less
+    the one the warehouse reads and writes on (at least one)."""
+    return max(1, cpu_count() - 1)
+
+
 def cpu_count() -> int:
     """The cores this process may run on (its affinity, where the OS reports one)."""
     try:

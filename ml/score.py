@@ -209,7 +209,7 @@ def _write_scores(
     """Stream the population through the model into a new slice; returns the rows written.
     With `keys_in_stream`, the keys' uniqueness is checked here, before the slice goes live:
     by their order as they pass, else by the warehouse."""
-    from ml.fastpredict import cpu_count
+    from ml.fastpredict import streaming_threads
 
     p, schema = target.plan, trained.model.schema
     order = population.KeyOrder(schema.entity_keys) if keys_in_stream else None
@@ -217,7 +217,7 @@ def _write_scores(
     columns = _unique([*schema.entity_keys, *target.filters, *schema.features])
     # one core reads and writes (the warehouse's client, DuckDB on one thread); the model
     # predicts on the others: threads beyond that only wait for each other
-    threads = settings.predictions.threads or max(1, cpu_count() - 1)
+    threads = settings.predictions.threads or streaming_threads()
     with (
         wh.streaming(),
         trained.model.threads_at_most(threads),
