@@ -64,12 +64,12 @@ def materialize(
     """Replace the online store's set for the model and context with the warehouse's rows."""
     steps = steps or Steps(enabled=False)
     given = parse_context_params(context_params)
-    trained = registry.open_trained(
+    definition = registry.open_definition(
         settings, ref, steps, "reading the model's recipe and training schema"
     )
-    context = resolve_context(trained.recipe, given, "score")
+    context = resolve_context(definition.recipe, given, "score")
     with steps.step("checking the recipe against the dbt project"):
-        p = plan(trained.recipe, f"run {trained.run_id}: recipe", DbtProject(settings))
+        p = plan(definition.recipe, f"run {definition.run_id}: recipe", DbtProject(settings))
     store = open_store(settings)
     try:
         with steps.step(f"checking the {store.where}"):
@@ -82,15 +82,15 @@ def materialize(
             start = time.perf_counter()
             relation = str(p.score_model.relation)
             with steps.step(f"checking {relation} against the training schema"):
-                key_kinds = _key_kinds(wh, settings, p, trained.model.schema, context)
+                key_kinds = _key_kinds(wh, settings, p, definition.schema, context)
             stored = StoredSet(
-                model_name=trained.model_name,
-                model_version=trained.model_version,
-                run_id=trained.run_id,
+                model_name=definition.model_name,
+                model_version=definition.model_version,
+                run_id=definition.run_id,
                 context=context_view(context),
-                entity_keys=list(trained.model.schema.entity_keys),
+                entity_keys=list(definition.schema.entity_keys),
                 key_kinds=key_kinds,
-                features=list(trained.model.schema.features),
+                features=list(definition.schema.features),
                 rows=0,
                 relation=relation,
                 materialized_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -102,9 +102,9 @@ def materialize(
         store.close()
     return MaterializeResult(
         rows,
-        trained.model_name,
-        trained.model_version,
-        trained.run_id,
+        definition.model_name,
+        definition.model_version,
+        definition.run_id,
         stored.context,
         relation,
         store.where,

@@ -98,14 +98,9 @@ class ResolvedModel:
 
 
 @dataclass
-class TrainedModel:
-    """A training run's separate artifacts, reassembled (what batch scoring uses)."""
-
+class _FromRun:
     resolved: ResolvedModel
     recipe: Recipe
-    model: ScoringModel
-    profile: dict[str, Any] | None
-    policy_curve: list[dict[str, Any]] | None = None  # evaluation/policy_curve.json, if logged
 
     @property
     def run_id(self) -> str:
@@ -118,6 +113,23 @@ class TrainedModel:
     @property
     def model_version(self) -> str | None:
         return self.resolved.model_version
+
+
+@dataclass
+class TrainedModel(_FromRun):
+    """A training run's separate artifacts, reassembled (what batch scoring uses)."""
+
+    model: ScoringModel
+    profile: dict[str, Any] | None
+    policy_curve: list[dict[str, Any]] | None = None  # evaluation/policy_curve.json, if logged
+
+
+@dataclass
+class ModelDefinition(_FromRun):
+    """What a training run says its model reads, without loading the model: the recipe and the
+    training schema (a few KB; what `ml materialize` needs)."""
+
+    schema: TrainingSchema
 
 
 # -- resolving ---------------------------------------------------------------------------------
@@ -214,14 +226,27 @@ def _quote(text: str) -> str:
 
 
 def open_trained(settings: Settings, ref: ModelRef, steps: Steps, label: str) -> TrainedModel:
-    """The model `ref` names, from the configured MLflow store, as `ml score` and
-    `ml materialize` start: the store checked, then the model loaded (each a step)."""
+    """The model `ref` names, from the configured MLflow store, as `ml score` starts: the
+    store checked, then the model loaded (each a step)."""
+    _check_store(settings, steps)
+    with steps.step(label):
+        return load_trained(resolve(ref))
+
+
+def open_definition(settings: Settings, ref: ModelRef, steps: Steps, label: str) -> ModelDefinition:
+    """The recipe and training schema of the model `ref` names, as `ml materialize` starts:
+    the store checked, then the two read (each a step); the model itself is not loaded."""
+    _check_store(settings, steps)
+    with steps.step(label):
+        resolved = resolve(ref)
+        return ModelDefinition(resolved, read_recipe(resolved), read_schema(resolved))
+
+
+def _check_store(settings: Settings, steps: Steps) -> None:
     from ml import tracking
 
     with steps.step("checking the MLflow store"):
         tracking.configure(settings)
-    with steps.step(label):
-        return load_trained(resolve(ref))
 
 
 def load_trained(resolved: ResolvedModel) -> TrainedModel:

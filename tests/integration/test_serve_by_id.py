@@ -105,6 +105,20 @@ def test_materialize_json_says_what_it_wrote(store_env, scored_champion, trained
         assert con.execute("select count(*) from online_rows").fetchone()[0] == payload["rows"]
 
 
+def test_materialize_reads_the_recipe_and_schema_not_the_model(store_env) -> None:
+    """Copying features needs what the run says the model reads, not the model: nothing is
+    unpickled (an X-learner's estimators are the bulk of its artifacts)."""
+    import ml.registry
+
+    def unpickle(*args: object) -> None:
+        raise AssertionError(f"ml materialize unpickled {args[-1]}")
+
+    with mock.patch.object(ml.registry, "_unpickle", unpickle):
+        result = _materialize(store_env, "--model", f"{RECIPE}@champion", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["model_name"] == RECIPE
+
+
 def test_every_customer_of_the_campaign_scores_as_in_batch(client, batch_scores, trained_x_learner):
     """The first 2,000 customers in requests of 1 to 32 entities (up to 16 the trees are walked
     in numpy, `ml.treewalk`), the rest 1,000 at a time (XGBoost's own predictor, as in batch)."""
