@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from ml.errors import UnsupportedModelError
 from ml.sqlcompile.dialects import number
 from ml.xgbtrees import read_trees
 
@@ -41,8 +40,6 @@ class Booster:
 def read_booster(model: Any, what: str) -> Booster:
     """The trees `model.predict` uses (its iteration range), refusing what the compiler does
     not reproduce: other boosters, objectives, categorical splits, multiple outputs."""
-    if getattr(model, "booster", None) not in (None, "gbtree"):
-        raise UnsupportedModelError(f"{what}: booster '{model.booster}' (gbtree only)")
     read = read_trees(model.get_booster(), model._get_iteration_range(None), what)
     base = float(np.float32(read.base_score))
     if read.logistic:

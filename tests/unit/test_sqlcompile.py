@@ -272,6 +272,13 @@ def test_unsupported_estimators_are_refused_naming_them() -> None:
         UnsupportedModelError,
     )
     assert "3 classes" in message
+    for booster in ("gblinear", "dart"):
+        other = XGBRegressor(n_estimators=5, booster=booster).fit(X, y)
+        message = refused(
+            lambda m=other: _compile(_model("regression", pre, m), "duckdb", "p", ["id"]),
+            UnsupportedModelError,
+        )
+        assert f"booster '{booster}' (gbtree only)" in message
 
 
 def test_decimal_features_are_refused() -> None:
