@@ -31,6 +31,11 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # A JSON string (escapes included) or one bracket: what the depth pre-scan steps over.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+# Half of a UTF-16 pair: JSON's and YAML's \uD800-\uDFFF escapes decode to one when unpaired
+# (and Python keeps undecodable bytes of arguments and variables as one); it is not text and
+# cannot be written as UTF-8, to a warehouse, a log or a response.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class _Refused(Exception):
@@ -114,7 +119,29 @@ def check_text(text: str, label: str, *, max_chars: int, error: type[MLError] = 
         raise _fail(error, label, f"{len(text):,} characters is over the {max_chars:,} limit")
     if (nul := text.find("\x00")) != -1:
         raise _fail(error, label, f"NUL character at offset {nul}")
+    if bad := _SURROGATE.search(text):
+        raise _fail(error, label, f"not valid UTF-8 text at offset {bad.start()}")
     return text
+
+
+def unpaired_surrogate(text: str, parsed: Any) -> str | None:
+    """What to say when JSON `text` escapes half a UTF-16 pair that `parsed` (its value) kept
+    unpaired, or None; the parsed value is walked only when the text has such an escape."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return None
+    stack = [parsed]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if bad := _SURROGATE.search(value):
+                code = f"\\u{ord(bad.group()):04x}"
+                return f"a string escapes an unpaired UTF-16 surrogate ({code}), which is not text"
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
 
 
 # -- YAML ----------------------------------------------------------------------------------
@@ -240,6 +267,16 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def _check_node(node: yaml.Node, string_keys: bool) -> None:
     if isinstance(node, yaml.ScalarNode) and "\x00" in node.value:
         raise _Refused(f"{_at(node.start_mark)}: NUL character in a value")
+    if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+        # PyYAML leaves an escaped pair ("\\ud83d\\ude00") as its two halves: join them
+        node.value = node.value.encode("utf-16-le", "surrogatepass").decode(
+            "utf-16-le", "surrogatepass"
+        )
+        if bad := _SURROGATE.search(node.value):
+            raise _Refused(
+                f"{_at(node.start_mark)}: a value escapes an unpaired UTF-16 surrogate "
+                f"(\\u{ord(bad.group()):04x}), which is not text"
+            )
     if not isinstance(node, yaml.MappingNode):
         return
     seen: dict[tuple[str, str], int] = {}  # (tag, text) -> line
@@ -272,7 +309,10 @@ def parse_json(
         hooks.update(parse_constant=_no_constant, parse_float=_finite_float)
     try:
         _check_json_depth(text)
-        return json.loads(text, **hooks)
+        value = json.loads(text, **hooks)
+        if problem := unpaired_surrogate(text, value):
+            raise _Refused(problem)
+        return value
     except _Refused as exc:
         raise _fail(error, label, str(exc)) from None
     except json.JSONDecodeError as exc:

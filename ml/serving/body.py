@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from ml.errors import ContractError
-from ml.textio import decode_text, elide
+from ml.textio import decode_text, elide, unpaired_surrogate
 
 MAX_ERRORS = 10  # errors listed in one 422; error_count says how many there were
 REQUEST_FIELDS = frozenset({"records"})  # the request object's fields (schema.build_schemas)
@@ -102,7 +102,10 @@ def read_json(data: bytes) -> Any:
     except ContractError as exc:  # not UTF-8, or a NUL byte (never valid JSON either)
         raise HTTPException(400, "There was an error parsing the body") from exc
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+        if (problem := unpaired_surrogate(text, value)) is None:
+            return value
+        where = 0
     except _DuplicateKeyError as exc:
         where, problem = 0, f"duplicate key {str(exc)[:80]!r} (each key once)"
     except json.JSONDecodeError as exc:

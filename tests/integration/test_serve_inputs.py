@@ -29,6 +29,7 @@ from ml.cli import main
 
 MAX_ERRORS = 10  # ml.serving.body.MAX_ERRORS
 SMALL = 4096  # bytes: every refusal below must fit
+SURROGATE = "a string escapes an unpaired UTF-16 surrogate ({}), which is not text"
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +177,12 @@ def test_normal_bad_records_keep_every_field_error(server, record, features) -> 
         ("[" * 100_000, "nested too deeply"),
         ('{"records": [{"age": 1' + "0" * 5000 + "}]}", "a number has more than 4,300 digits"),
         ('{"records": [', "Expecting value"),
+        # half a UTF-16 pair: not text, and no UTF-8 response could echo it back
+        ('{"records": [{"age": "\\ud800"}]}', SURROGATE.format("\\ud800")),
+        ('{"records": [{}], "\\udc00": 1}', SURROGATE.format("\\udc00")),
+        ('{"context": {"campaign_id": "\\udbff"}, "entities": []}', SURROGATE.format("\\udbff")),
     ],
-    ids=["deep", "long-number", "truncated"],
+    ids=["deep", "long-number", "truncated", "surrogate-value", "surrogate-key", "surrogate-by-id"],
 )
 def test_unparseable_json_is_a_short_json_invalid(server, body, problem) -> None:
     status, answer, size, seconds = _post(server, body)

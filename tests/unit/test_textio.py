@@ -109,6 +109,10 @@ def test_text_without_a_file_has_the_same_limits() -> None:
     assert refused(lambda: check_text("a\x00", "--opt", max_chars=9)) == (
         "--opt: NUL character at offset 1"
     )
+    # undecodable bytes of an argument or a variable reach Python as lone surrogates
+    assert refused(lambda: check_text("ab\udcff", "--opt", max_chars=9)) == (
+        "--opt: not valid UTF-8 text at offset 2"
+    )
 
 
 # -- YAML ----------------------------------------------------------------------------------
@@ -245,6 +249,35 @@ def test_json_deep_nesting_is_refused_before_parsing(text: str) -> None:
 def test_json_nesting_at_the_bound_and_brackets_inside_strings_are_fine() -> None:
     assert parse_json("[" * MAX_DEPTH + "]" * MAX_DEPTH, "body") is not None
     assert parse_json('{"a": "' + "[" * 1000 + '\\""}', "body") == {"a": "[" * 1000 + '"'}
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('{"a": "\\ud800"}', "ud800"),
+        ('{"a": ["x", "y\\uDC00z"]}', "udc00"),
+        ('{"\\udbff": 1}', "udbff"),
+        ('["\\ude00\\ud83d"]', "ude00"),  # a pair in the wrong order is two halves
+    ],
+)
+def test_json_unpaired_surrogate_escapes_are_refused(text: str, code: str) -> None:
+    assert refused(lambda: parse_json(text, "--context-params")) == (
+        f"--context-params: a string escapes an unpaired UTF-16 surrogate (\\{code}), "
+        "which is not text"
+    )
+
+
+def test_json_surrogate_pairs_and_escaped_backslashes_are_text() -> None:
+    assert parse_json('["\\ud83d\\ude00", "\\\\ud800"]', "p") == ["\U0001f600", "\\ud800"]
+
+
+def test_yaml_unpaired_surrogate_escape_is_refused() -> None:
+    assert parse_yaml('a: "\\ud83d\\ude00"\n', "r.yaml") == {"a": "\U0001f600"}
+    message = refused(lambda: parse_yaml('a: "x"\nb: ["\\udc00"]\n', "r.yaml"))
+    assert message == (
+        "r.yaml: line 2, column 5: a value escapes an unpaired UTF-16 surrogate (\\udc00), "
+        "which is not text"
+    )
 
 
 def test_json_duplicate_keys_are_refused() -> None:
