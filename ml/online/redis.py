@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -45,6 +46,7 @@ class RedisStore:
         self.timeout = timeout_seconds
         self._client: Any = None
         self._script: Any = None
+        self._opening = threading.Lock()  # lookups run in the server's worker threads
         self._meta: dict[tuple[str, str], tuple[bytes, StoredSet]] = {}
 
     @property
@@ -53,6 +55,10 @@ class RedisStore:
         return "online store " + re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", self.url)
 
     def client(self) -> Any:
+        with self._opening:
+            return self._open()
+
+    def _open(self) -> Any:
         if self._client is None:
             import redis
             from redis.backoff import NoBackoff

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -151,7 +152,7 @@ def _add_status_routes(app: FastAPI, store: OnlineStore, metrics: Metrics) -> No
         if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
         try:
-            store.ping()
+            await run_in_threadpool(store.ping)  # a stalled store must not hold the event loop
         except OnlineStoreError as exc:
             return JSONResponse({"error": exc.message}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": served.target.model_version})
@@ -199,8 +200,15 @@ def _add_predict_route(
         served: Served | None = app.state.served
         if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
-        return predict_by_id(
-            body, served, app.state.store, settings.serving.max_records, metrics.observe_lookup
+        # in a worker thread: a lookup waits on the store (up to its timeout), and /health,
+        # /ready and records must not wait behind it
+        return await run_in_threadpool(
+            predict_by_id,
+            body,
+            served,
+            app.state.store,
+            settings.serving.max_records,
+            metrics.observe_lookup,
         )
 
     predict.__annotations__ = {"body": schemas.request, "return": Response}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -320,6 +322,57 @@ def test_redis_serves_the_same_scores_then_503_when_it_goes_down(
             ready = client.get("/ready")
             assert ready.status_code == 503 and "unreachable" in ready.json()["error"]
             assert client.get("/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_stalled_redis_delays_only_the_lookups(
+    warehouse_env, served_champion, batch_scores, tmp_path
+) -> None:
+    """A store that stops answering (SIGSTOP: connected, silent) costs each lookup its timeout,
+    in a worker thread: lookups wait side by side, not one after another, and /health and
+    records requests answer at once meanwhile."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        env = _env(
+            warehouse_env,
+            ML_ONLINE_STORE="redis",
+            ML_REDIS_URL=server.url,
+            ML_ONLINE_STORE_TIMEOUT="2",
+        )
+        assert _materialize(env, "--model", f"{RECIPE}@champion").exit_code == 0
+        api = start_server([], process_env(warehouse_env, **env), tmp_path)
+        try:
+            record = {f["name"]: None for f in api.client.get("/metadata").json()["features"]}
+            ids = sorted(batch_scores)[:1]
+            assert _by_id(api.client, ids).status_code == 200  # connected before the stall
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            done: dict[str, float] = {}
+
+            def lookup(n: int) -> None:
+                response = _by_id(api.client, ids)
+                assert response.status_code == 503, response.text
+                assert "unreachable within 2s" in response.json()["error"]
+                done[f"lookup{n}"] = time.monotonic()
+
+            start = time.monotonic()
+            threads = [threading.Thread(target=lookup, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)  # the lookups are waiting on the store now
+            assert api.client.get("/health").status_code == 200
+            done["health"] = time.monotonic()
+            assert api.client.post("/predict", json={"records": [record]}).status_code == 200
+            done["records"] = time.monotonic()
+            for t in threads:
+                t.join()
+            lookups = sorted(v - start for k, v in done.items() if k.startswith("lookup"))
+            assert len(lookups) == 4
+            assert done["records"] - start < lookups[0]  # answered while the lookups waited
+            assert lookups[-1] < 2 * 2  # side by side: four waits of 2 s end within 4 s
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+            api.stop()
     finally:
         server.stop()
 
