@@ -203,7 +203,8 @@ def preview(value: Any, limit: int) -> Any:
             if isinstance(value, dict):
                 return {str(k): preview(v, limit) for k, v in value.items()}
             return [preview(v, limit) for v in value]
-        size = f"{len(value):,} {'fields' if isinstance(value, dict) else 'items'}"
+        noun = "field" if isinstance(value, dict) else "item"
+        size = f"{len(value):,} {noun}{'' if len(value) == 1 else 's'}"
         return f"{head[: max(limit - len(size) - 6, 1)]}... ({size})"
     return elide(str(value), limit)
 

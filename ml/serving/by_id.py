@@ -27,11 +27,13 @@ from ml.recipe import ContextParam, coerce_context_value
 from ml.serving.body import preview
 from ml.serving.schema import score_columns
 from ml.serving.served import Served
+from ml.textio import elide
 
 REQUEST_FIELDS = ("context", "entities")
 UNKNOWN_ENTITY = "unknown entity: not in the online store for this context"
 _KIND_NAMES = {"int": "an integer", "string": "a string"}
 _PREVIEW = 60
+_CONTEXT_SHOWN = 200  # characters of a context's JSON quoted in a 404 or 409
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ def check_kinds(request: ByIdRequest, found: Found) -> None:
 
 
 def _shown(value: Any) -> str:
+    if value == []:
+        return "an empty list"
     kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value))
     if kind:
         return kind
@@ -172,6 +176,8 @@ def predict_by_id(
     schema, target = served.model.schema, served.target
     request = parse_request(body, schema, max_records, served.context)
     context = context_key(request.typed)
+    # a context of any length: the answer stays short (and a short one is quoted exactly)
+    shown = context if len(context) <= _CONTEXT_SHOWN else elide(context, _CONTEXT_SHOWN)
     started = time.perf_counter()
     found = store.lookup(target.model_name, context, [entity_key(k) for k in request.keys])
     if observe is not None:
@@ -180,9 +186,9 @@ def predict_by_id(
     if found is None:
         return JSONResponse(
             {
-                "error": f"context {context} was never materialized for model "
+                "error": f"context {shown} was never materialized for model "
                 f"{target.model_name}: run `ml materialize --model {target.model_name} "
-                f"--context-params '{context}'`"
+                f"--context-params '{shown}'`"
             },
             status_code=404,
         )
@@ -191,10 +197,10 @@ def predict_by_id(
         return JSONResponse(
             {
                 "error": f"the online store holds features of {target.model_name} version "
-                f"{stored.model_version} (run {stored.run_id}) for context {context}, this server "
+                f"{stored.model_version} (run {stored.run_id}) for context {shown}, this server "
                 f"serves version {target.model_version} (run {target.run_id}): run `ml "
                 f"materialize --model {target.model_name}/{target.model_version} "
-                f"--context-params '{context}'`"
+                f"--context-params '{shown}'`"
             },
             status_code=409,
         )

@@ -163,6 +163,9 @@ def test_a_context_never_materialized_is_a_404_naming_it(client) -> None:
         f"{RECIPE}: run `ml materialize --model {RECIPE} --context-params "
         '\'{"campaign_id":"cmp_2099_01"}\'`'
     }
+    huge = _by_id(client, [1], context={"campaign_id": "x" * 100_000})
+    assert huge.status_code == 404 and len(huge.content) < 1_000  # quoted short, not twice whole
+    assert "(100,018 chars)" in huge.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -188,6 +191,11 @@ def test_a_context_never_materialized_is_a_404_naming_it(client) -> None:
         ),
         ({"entities": [{"customer_id": 1}]}, "context: expected an object"),
         ({"context": CONTEXT}, "entities: expected a list of 1 to 1000 objects"),
+        (
+            {"context": CONTEXT, "entities": []},
+            'entities: expected a list of 1 to 1000 objects like {"customer_id": ...}, got an '
+            "empty list",
+        ),
     ],
 )
 def test_malformed_requests_by_id_are_one_422(client, body, message) -> None:
