@@ -219,12 +219,18 @@ def _add_predict_route(
         methods=["POST"],
         response_model=schemas.response,
         responses={
-            400: {"description": "The body cannot be decoded (not UTF-8)"},
+            400: {
+                "description": "The body cannot be decoded (not UTF-8), or a Content-Type or "
+                "Authorization header was sent twice"
+            },
             401: {"description": "Missing or wrong bearer token"},
             413: {"description": f"Body over {settings.serving.max_body_bytes} bytes"},
             404: {"description": "By id: the context was never materialized for the model"},
             409: {"description": "By id: the store's set is of another model version"},
-            415: {"description": "Content-Type is not application/json"},
+            415: {
+                "description": "Content-Type is not application/json, its charset not UTF-8, "
+                "or the body is compressed (Content-Encoding)"
+            },
             422: {
                 "description": f"Invalid records (the first {MAX_ERRORS} errors, and "
                 "error_count), or a non-finite score; by id: a malformed context or entity"

@@ -1,9 +1,11 @@
 """The ASGI guard in front of the scoring API: bearer-token auth, then body size and content
 type, checked before FastAPI parses anything.
 
-Refusals are `{"error": message}`: 401 (missing or wrong bearer token, when serving.token_env is
-set; /health is never authenticated), 413 (body over serving.max_body_bytes, counting the bytes
-actually streamed, not only Content-Length), 415 (not application/json on a JSON path).
+Refusals are `{"error": message}`: 400 (a header that decides the request's meaning sent twice),
+401 (missing or wrong bearer token, when serving.token_env is set; /health is never
+authenticated), 413 (body over serving.max_body_bytes, counting the bytes actually streamed, not
+only Content-Length), 415 (not application/json on a JSON path, a charset other than UTF-8, or
+a Content-Encoding such as gzip).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        if len(headers) != len(scope["headers"]) and (twice := _repeated(scope["headers"])):
+            # which copy counts would differ between this guard and FastAPI: neither
+            return await _error(send, 400, f"header {twice} given more than once")
         if self.token is not None and scope["path"] != "/health":
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
@@ -60,10 +65,8 @@ class Guard:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             return await _error(send, 413, f"request body over {self.limit} bytes")
-        if scope["path"] in self.json_paths:
-            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media != b"application/json" and not media.endswith(b"+json"):
-                return await _error(send, 415, "expected Content-Type: application/json")
+        if scope["path"] in self.json_paths and (problem := _not_json(headers)):
+            return await _error(send, 415, problem)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -86,6 +89,39 @@ class Guard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+# Headers whose value decides what the request means: each may be sent once.
+_SINGLE = (b"authorization", b"content-type", b"content-length", b"content-encoding")
+
+
+def _repeated(headers: list[tuple[bytes, bytes]]) -> str | None:
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in _SINGLE:
+            if name in seen:
+                return name.decode()
+            seen.add(name)
+    return None
+
+
+def _not_json(headers: dict[bytes, bytes]) -> str | None:
+    """Why the body is not UTF-8 JSON as sent, or None."""
+    media, *params = headers.get(b"content-type", b"").split(b";")
+    media = media.strip().lower()
+    if media != b"application/json" and not media.endswith(b"+json"):
+        return "expected Content-Type: application/json"
+    for param in params:
+        name, _, value = param.partition(b"=")
+        charset = value.strip().strip(b'"').lower()
+        if name.strip().lower() == b"charset" and charset not in (b"utf-8", b"utf8"):
+            shown = charset.decode("latin-1")[:40]
+            return f"expected UTF-8 JSON, not charset={shown}"
+    encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+    if encoding not in (b"", b"identity"):
+        shown = encoding.decode("latin-1")[:40]
+        return f"Content-Encoding {shown} is not accepted: send the JSON uncompressed"
+    return None
 
 
 async def _error(

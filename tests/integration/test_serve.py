@@ -273,6 +273,43 @@ def test_not_json_is_415(server, record, content_type) -> None:
     assert "application/json" in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (
+            {"Content-Type": "application/json; charset=iso-8859-1"},
+            "expected UTF-8 JSON, not charset=iso-8859-1",
+        ),
+        (
+            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            "Content-Encoding gzip is not accepted: send the JSON uncompressed",
+        ),
+    ],
+)
+def test_json_in_another_charset_or_compressed_is_415(server, record, headers, message) -> None:
+    body = json.dumps({"records": [record]}).encode()
+    response = server.client.post("/predict", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (415, {"error": message})
+    utf8 = {"Content-Type": 'application/json; charset="UTF-8"', "Content-Encoding": "identity"}
+    assert server.client.post("/predict", content=body, headers=utf8).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Type", "text/plain"), ("Content-Type", "application/json")],
+        [("Content-Type", "application/json"), ("Content-Type", "application/json")],
+    ],
+)
+def test_a_content_type_sent_twice_is_400(server, record, headers) -> None:
+    """The guard and FastAPI would read different copies: neither is taken."""
+    response = server.client.post(
+        "/predict", content=json.dumps({"records": [record]}), headers=headers
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "header content-type given more than once"}
+
+
 def test_value_too_large_for_the_model_is_422_naming_the_record(server, record) -> None:
     records = [record, {**record, "monetary_30d": 1e300}]  # finite JSON, inf as float32
     response = server.client.post("/predict", json={"records": records})
@@ -314,6 +351,13 @@ def test_auth_required_everywhere_but_health(strict, record) -> None:
             assert response.json() == {"error": "missing or wrong bearer token"}
     ok = c.post("/predict", json={"records": [record]}, headers=AUTH)
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
+    # a wrong token then the right one: not "the last one wins"
+    twice = [("Authorization", "Bearer wrong"), *AUTH.items()]
+    response = c.post("/predict", json={"records": [record]}, headers=twice)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "header authorization given more than once"},
+    )
     assert c.get("/metadata", headers=AUTH).json()["limits"] == {
         "max_records": 5,
         "max_body_bytes": 4096,
