@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 
 from ml import registry
 from ml.config import Settings
@@ -41,7 +42,7 @@ from ml.serving.by_id import predict_by_id
 from ml.serving.guard import Guard, api_token
 from ml.serving.metrics import Metrics, RequestMetrics, worker_exited
 from ml.serving.reload import Reloader, watches
-from ml.serving.schema import Schemas, build_schemas, score_records
+from ml.serving.schema import Schemas, build_schemas, by_id_schemas, score_records
 from ml.serving.served import Served
 
 
@@ -116,7 +117,11 @@ def create_app(
     _add_error_handlers(app)
     _add_status_routes(app, store, metrics)
     _add_predict_route(app, schemas, settings, metrics)
+    _document_by_id(app, *by_id_schemas(schema, declared, settings.serving.max_records))
     return app
+
+
+_REF = "#/components/schemas/"
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -239,6 +244,33 @@ def _add_predict_route(
         },
         route_class_override=checked_body_route(record_fields, by_id),
     )
+
+
+def _document_by_id(app: FastAPI, request: type[BaseModel], response: type[BaseModel]) -> None:
+    """/predict takes records or, by id, a context and entities; `by_id` parses the second
+    itself, so FastAPI's document knows only the first: both go in, as alternatives."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model, js in (
+                (request, request.model_json_schema(ref_template=_REF + "{model}")),
+                (response, response.model_json_schema(ref_template=_REF + "{model}")),
+            ):
+                components.update(js.pop("$defs", {}))
+                components[model.__name__] = js
+            post = spec["paths"]["/predict"]["post"]
+            for part, model in (
+                (post["requestBody"]["content"]["application/json"], request),
+                (post["responses"]["200"]["content"]["application/json"], response),
+            ):
+                part["schema"] = {"anyOf": [part["schema"], {"$ref": _REF + model.__name__}]}
+            return spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _metadata(schema: TrainingSchema, target: ResolvedModel, settings: Settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ ContractError naming the record.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -107,6 +108,56 @@ def build_schemas(schema: TrainingSchema, max_records: int) -> Schemas:
         predictions=(list[prediction], ...),  # type: ignore[valid-type]
     )
     return Schemas(request, response, features, keys)
+
+
+_CONTEXT_TYPES: dict[str, Any] = {
+    "str": StrictStr,
+    "int": StrictInt,
+    "float": float,
+    "bool": bool,
+    "date": Annotated[str, Field(json_schema_extra={"format": "date"})],
+}
+
+
+def by_id_schemas(
+    schema: TrainingSchema, declared: Mapping[str, Any], max_records: int
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The request and response of /predict by id, for the OpenAPI document (`by_id` parses
+    the body itself): the model's context params, each as its recipe declares it, and entity
+    keys; each prediction's score is null, with an error, for an entity the store lacks."""
+    context_fields: dict[str, Any] = {}
+    for i, name in enumerate(schema.context):
+        param = declared.get(name)
+        kind = _CONTEXT_TYPES.get(param.type, Any) if param is not None else Any
+        about = (param.description if param is not None else "") or "context param"
+        context_fields[f"c{i}"] = (kind, Field(alias=name, description=about))
+    context = create_model("Context", __config__=ConfigDict(extra="forbid"), **context_fields)
+    key_fields: dict[str, Any] = {
+        f"k{i}": (StrictInt | StrictStr, Field(alias=key, description="entity key"))
+        for i, key in enumerate(schema.entity_keys)
+    }
+    entity = create_model("Entity", __config__=ConfigDict(extra="forbid"), **key_fields)
+    request = create_model(
+        "PredictByIdRequest",
+        __config__=ConfigDict(extra="forbid"),
+        context=(context, ... if context_fields else None),
+        entities=(list[entity], Field(min_length=1, max_length=max_records)),  # type: ignore[valid-type]
+    )
+    prediction_fields: dict[str, Any] = {
+        **{attr: (int | str, spec) for attr, (_, spec) in key_fields.items()},
+        "score": (float | None, Field(description="null when the store lacks the entity")),
+        "error": (str | None, Field(None, description="why there is no score")),
+    }
+    prediction = create_model("EntityPrediction", **prediction_fields)
+    response = create_model(
+        "PredictByIdResponse",
+        model_name=(str, ...),
+        model_version=(str | None, ...),
+        run_id=(str, ...),
+        context=(dict[str, Any], Field(description="the request's context, as sent")),
+        predictions=(list[prediction], ...),  # type: ignore[valid-type]
+    )
+    return request, response
 
 
 def score_records(scoring: ScoringModel, schemas: Schemas, records: list[Any]) -> list[float]:

@@ -168,6 +168,38 @@ def test_a_context_never_materialized_is_a_404_naming_it(client) -> None:
     assert "(100,018 chars)" in huge.json()["error"]
 
 
+def test_the_openapi_document_describes_requests_by_id(client, batch_scores) -> None:
+    """/openapi.json offers both bodies of /predict; a real request by id and its answer (one
+    entity found, one not) validate against the by-id schemas; malformed ones are refused by both."""
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/predict"]["post"]
+    schemas = {"components": spec["components"]}
+
+    def valid(part: dict, instance: object) -> bool:
+        schema = {**part["content"]["application/json"]["schema"], **schemas}
+        return jsonschema.Draft202012Validator(schema).is_valid(instance)
+
+    known = sorted(batch_scores)[0]
+    body = {"context": CONTEXT, "entities": [{"customer_id": known}, {"customer_id": -1}]}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 200
+    assert answer.json()["predictions"][1]["score"] is None
+    assert valid(post["requestBody"], body) and valid(post["responses"]["200"], answer.json())
+    by_id = {"$ref": "#/components/schemas/PredictByIdRequest", **schemas}
+    for wrong in (
+        {"context": {"campaign_id": 202612}, "entities": [{"customer_id": 1}]},
+        {"context": CONTEXT, "entities": []},
+        {"context": CONTEXT, "entities": [{"customer_id": 1.5}]},
+        {"context": CONTEXT, "entities": [{"customer_id": 1, "age": 3}]},
+    ):
+        assert not jsonschema.Draft202012Validator(by_id).is_valid(wrong), wrong
+        assert client.post("/predict", json=wrong).status_code == 422, wrong
+    context = spec["components"]["schemas"]["Context"]["properties"]["campaign_id"]
+    assert context["type"] == "string"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
