@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands so `ml --help` stays instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not the user's input
 INTERRUPTED_EXIT = 130
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 class _Group(click.Group):
@@ -36,8 +38,18 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MLError as exc:
             _fail(debug(), exc.message, exc.exit_code)
+        except click.exceptions.UsageError as exc:  # click's is three lines: usage, hint, error
+            where = (
+                exc.ctx.command_path
+                if exc.ctx is not None
+                else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            )
+            text = " ".join(exc.format_message().split())  # choices come one per line
+            _fail(debug(), f"{text} (see `{where} -h`)", exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (`ml ... | head -1`): nothing to say
+            _quiet_exit()
         except KeyboardInterrupt:
             _fail(debug(), "interrupted", INTERRUPTED_EXIT)
         except Exception as exc:  # noqa: BLE001 - the CLI never shows a user a traceback
@@ -54,6 +66,14 @@ def _fail(debug: bool, message: str, code: int) -> None:
         traceback.print_exc()
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
+
+
+def _quiet_exit() -> None:
+    """Exit after the reader of stdout closed it, without Python's own complaint at exit
+    (flushing the dead pipe again)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(BROKEN_PIPE_EXIT)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,8 +11,11 @@ from contextlib import contextmanager
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
-    """An exception's text folded onto one line and capped, for messages that quote it."""
-    return " ".join(str(exc).split())[:limit]
+    """An exception's text folded onto one line and capped, for messages that quote it; a
+    native library's stack trace appended to it (XGBoost's "Stack trace: [bt] (0) ...") is
+    dropped."""
+    text = str(exc).split("Stack trace:", 1)[0]
+    return " ".join(text.split())[:limit]
 
 
 class MLError(Exception):

@@ -37,7 +37,7 @@ from ml.errors import (
 )
 from ml.model import ScoringModel, TrainingSchema
 from ml.progress import Steps
-from ml.textio import decode_text, parse_yaml
+from ml.textio import decode_text, elide, parse_yaml
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,6 +49,14 @@ if TYPE_CHECKING:
 BATCH_ARTIFACTS = ("recipe", "schema", "preprocessor", "estimator")
 POLICY_CURVE = "evaluation/policy_curve.json"  # the held-out policy curve `ml score` publishes
 PYFUNC_NAME = "model"
+
+
+MAX_REF_CHARS = 256  # a model reference longer than this is a mistake, not a name
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,256}")
+
+
+def _shown(text: str) -> str:
+    return repr(elide(text, 80))
 
 
 @dataclass(frozen=True)
@@ -64,15 +72,23 @@ class ModelRef:
         if bool(run_id) == bool(model):
             raise ConfigError("give exactly one of --run-id ID or --model NAME[@ALIAS]")
         if run_id:
+            if not _RUN_ID.fullmatch(run_id):
+                raise ConfigError(
+                    f"--run-id {_shown(run_id)}: expected an MLflow run id (letters, digits, "
+                    "- and _)"
+                )
             return cls(run_id=run_id)
         model = model or ""
+        expected = f"--model {_shown(model)}: expected NAME, NAME@ALIAS or NAME/VERSION"
+        if len(model) > MAX_REF_CHARS or not model.isprintable():
+            raise ConfigError(expected)
         for sep in ("@", "/"):
             if sep in model:
                 name, _, ref = model.partition(sep)
                 if not name or not ref:
-                    raise ConfigError(
-                        f"--model '{model}': expected NAME, NAME@ALIAS or NAME/VERSION"
-                    )
+                    raise ConfigError(expected)
+                if sep == "/" and not ref.isdigit():
+                    raise ConfigError(f"{expected} (a version is a number)")
                 return cls(name=name, alias_or_version=ref)
         return cls(name=model)
 

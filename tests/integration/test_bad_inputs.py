@@ -467,7 +467,7 @@ CASES = [
         "score", "--model", f"{RECIPE}@nosuchalias"),
     cli("cli", "version-unknown", 6, r"^Error: model 'xgboost_x_learner@999' not found in the registry",
         "score", "--model", f"{RECIPE}/999"),
-    cli("cli", "model-uri-not-a-name", 6, r"^Error: model 'file:@//tmp/model' not found in the registry",
+    cli("cli", "model-uri-not-a-name", 2, r"^Error: --model 'file:///tmp/model': expected NAME, NAME@ALIAS or NAME/VERSION \(a version is a number\)$",
         "score", "--model", "file:///tmp/model"),
     cli("cli", "run-unknown", 6, r"^Error: run '0123456789abcdef' not found in the tracking store$",
         "score", "--run-id", "0123456789abcdef"),
@@ -507,11 +507,11 @@ CASES = [
     cli("cli", "demo-customers-too-many", 2, r"^Error: Invalid value for '--customers'",
         "demo-data", "--customers", "100000000"),
     cli("cli", "demo-seed-negative", 2, r"^Error: Invalid value for '--seed'", "demo-data", "--seed", "-1"),
-    cli("cli", "recipe-is-a-directory", 2, r"^Error: Invalid value for '--recipe': File 'recipes' is a directory\.$",
+    cli("cli", "recipe-is-a-directory", 2, r"^Error: Invalid value for '--recipe': File 'recipes' is a directory\. \(see `ml validate -h`\)$",
         "validate", "--recipe", "recipes"),
-    cli("cli", "option-without-value", 2, r"^Error: Option '--recipe' requires an argument\.$",
+    cli("cli", "option-without-value", 2, r"^Error: Option '--recipe' requires an argument\. \(see `ml train -h`\)$",
         "train", "--recipe"),
-    cli("cli", "unknown-option", 2, r"^Error: No such option '--recipes'\. Did you mean '--recipe'\?$",
+    cli("cli", "unknown-option", 2, r"^Error: No such option '--recipes'\. Did you mean '--recipe'\? \(see `ml train -h`\)$",
         "train", "--recipes", f"recipes/{RECIPE}.yaml"),
     cli("cli", "port-out-of-range", 2, r"^Error: Invalid value for '--port': 70000 is not in the range",
         "serve", "--model", RECIPE, "--port", "70000"),
@@ -721,7 +721,7 @@ def _run_cli(case: Case, bench: Bench) -> tuple[int, str]:
     args = list(case.args)
     for name, value in bench.values.items():
         args = [a.replace(f"{{{name}}}", value) for a in args]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, args, prog_name="ml")
     assert "Traceback" not in result.output, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error: ")]

@@ -322,7 +322,8 @@ def test_pickles_only_from_the_tracking_store(command, args, ml_env, tmp_path) -
     result = CliRunner().invoke(main, [command, *given])
     assert result.exit_code in (2, 6), result.output  # not a reference, or not in the store
     assert re.search(
-        r"not found in the (registry|tracking store)|expected NAME, NAME@ALIAS or NAME/VERSION",
+        r"not found in the (registry|tracking store)|expected NAME, NAME@ALIAS or NAME/VERSION"
+        r"|expected an MLflow run id",
         one_line_error(result),
     )
     assert not marker.exists()
