@@ -66,11 +66,15 @@ class DbtProject:
         ]
         if vars:
             full += ["--vars", json.dumps(vars, default=str)]
-        sink = io.StringIO() if quiet else sys.stderr
-        with self._locked(), contextlib.redirect_stdout(sink):
+        captured = io.StringIO() if quiet else None
+        with (
+            self._locked(),
+            contextlib.redirect_stdout(captured or sys.stderr),
+            contextlib.redirect_stderr(captured or sys.stderr),
+        ):
             result = dbtRunner().invoke(full)
         if not result.success:
-            detail = _first_failure(result)
+            detail = _first_failure(result, captured.getvalue() if captured else None)
             raise DbtError(f"dbt {args[0]} failed for target {self.target}: {detail}")
         self._manifest = self._results = None
         return result
@@ -89,7 +93,8 @@ class DbtProject:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def parse(self) -> None:
-        self.invoke(["parse", "--quiet"])
+        # quiet: a failure is our one line (dbt's own block of it would come before it)
+        self.invoke(["parse", "--quiet"], quiet=True)
 
     def build(self, select: str, vars: dict[str, Any] | None = None) -> None:
         # cautious: run only the tests of what was selected, not those of other models that
@@ -270,7 +275,8 @@ def _model_from_node(node: dict[str, Any]) -> DbtModel:
     )
 
 
-def _first_failure(result: Any) -> str:
+def _first_failure(result: Any, log: str | None = None) -> str:
+    """What failed, on one line; `log` is dbt's own output when it was kept from the terminal."""
     if result.exception is not None:
         return " ".join(str(result.exception).split())[:500]
     for r in result.result or []:
@@ -278,4 +284,6 @@ def _first_failure(result: Any) -> str:
         if status.lower() in {"error", "fail"}:
             name = getattr(getattr(r, "node", None), "name", "?")
             return f"{name}: {' '.join(str(getattr(r, 'message', '')).split())[:400]}"
+    if log is not None:
+        return " ".join(log.split())[-400:] or "dbt gave no reason"
     return "see the dbt log above"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -236,6 +240,41 @@ def test_context_param_of_wrong_type(run) -> None:
         '{"campaign_id": 7}',
     )
     _assert_one_line_error(result, r"--context-params: campaign_id: expected a string, got int 7")
+
+
+def test_a_dbt_failure_is_one_line_on_stderr(root: Path, tmp_path: Path) -> None:
+    """dbt's own block describing the failure does not come before ml's line."""
+    project = tmp_path / "project"
+    for part in ("config", "recipes", "models", "macros", "tests/dbt"):
+        shutil.copytree(root / part, project / part)
+    for name in ("dbt_project.yml", "profiles.yml", "selectors.yml"):
+        shutil.copy(root / name, project / name)
+    (project / "config" / "dev.yaml").write_text("dbt:\n  target: nope\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLFLOW_"))},
+        "ML_PROJECT_DIR": str(project),
+        "ML_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ml"),
+            "validate",
+            "--recipe",
+            "recipes/conversion_xgb.yaml",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr.splitlines() == [
+        "Error: dbt parse failed for target nope: Runtime Error The profile 'mmp' does not have "
+        "a target named 'nope'. The valid target names for this profile are: - dev - prod"
+    ]
 
 
 def test_debug_shows_traceback(run) -> None:
