@@ -108,7 +108,8 @@ class MLflowSettings(_Strict):
 
 
 class PredictionsSettings(_Strict):
-    schema_name: str = Field(alias="schema")
+    # the schema (BigQuery: dataset) the score tables go to: a plain identifier in both
+    schema_name: str = Field(alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     batch_size: Int = Field(default=100_000, gt=0, le=10_000_000)
     # python: rows stream through `ml score`; sql: the model compiled to SQL runs in the warehouse
     engine: Literal["python", "sql"] = "python"

@@ -322,6 +322,20 @@ def test_score_threads_from_the_environment(
         assert load_settings(root=root).predictions.threads == expected
 
 
+@pytest.mark.parametrize("value", ['a"b', "scores-x", "1st", "x" * 129])
+def test_the_predictions_schema_is_a_plain_identifier(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Refused when settings load, not after the model loaded, when SQL first quotes it."""
+    monkeypatch.setenv("ML_PREDICTIONS_SCHEMA", value)
+    assert _refused(lambda: load_settings(root=root)).startswith(
+        "config/base.yaml: predictions.schema: string should match pattern "
+        "'^[A-Za-z_][A-Za-z0-9_]{0,127}$'"
+    )
+    monkeypatch.setenv("ML_PREDICTIONS_SCHEMA", "scores_2026")
+    assert load_settings(root=root).predictions.schema_name == "scores_2026"
+
+
 def test_bad_value_from_dotenv_or_default_says_so(project: Path) -> None:
     (project / ".env").write_text("ML_SCORE_BATCH_SIZE=0\n")
     assert _refused(lambda: load_settings(root=project)).endswith(
