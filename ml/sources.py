@@ -32,6 +32,8 @@ from ml.recipe import Recipe
 from ml.yamlio import read_yaml
 
 SOURCE_NAME = "predictions"
+# The sources' schema, as dbt resolves it: this variable, else the default (config/base.yaml's)
+SCHEMA_VARIABLE, DEFAULT_SCHEMA = "ML_PREDICTIONS_SCHEMA", "predictions"
 CURRENT_SUFFIX = "__current"
 GENERATED = Path("models") / "predictions" / "_prediction_sources.yml"
 HEADER = (
@@ -116,8 +118,23 @@ def sources_file(settings: Settings) -> SourcesFile:
     return SourcesFile(path, label)
 
 
+def check_dbt_reads_the_schema(settings: Settings) -> None:
+    """The score tables go where dbt will look for them: the sources name their schema by
+    SCHEMA_VARIABLE, which dbt reads from the environment alone (not config/ nor .env)."""
+    written = settings.predictions.schema_name
+    read = os.environ.get(SCHEMA_VARIABLE, DEFAULT_SCHEMA)
+    if written != read:
+        where = f"{SCHEMA_VARIABLE}={read!r}" if SCHEMA_VARIABLE in os.environ else "its default"
+        raise ConfigError(
+            f"predictions.schema is {written!r} but dbt reads the score sources from "
+            f"{read!r} ({where}): export {SCHEMA_VARIABLE}={written} so the models built on "
+            "the scores read them (dbt reads neither config/ nor .env)"
+        )
+
+
 def check_writable(settings: Settings, recipe: Recipe) -> SourcesFile:
     """Fail before scoring, in one line, if `ensure_declared` could not update the file later."""
+    check_dbt_reads_the_schema(settings)
     file = sources_file(settings)
     _check_recipe_name(recipe)
     _make_folder(file)
@@ -270,7 +287,7 @@ def _upserted(before: dict[str, Any] | None, entry: Declaration) -> dict[str, An
         source = {
             "name": SOURCE_NAME,
             "description": "Score tables written back by `ml score` (one per recipe).",
-            "schema": "{{ env_var('ML_PREDICTIONS_SCHEMA', 'predictions') }}",
+            "schema": f"{{{{ env_var('{SCHEMA_VARIABLE}', '{DEFAULT_SCHEMA}') }}}}",
             "tables": [],
         }
         sources.append(source)

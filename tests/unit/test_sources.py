@@ -386,3 +386,36 @@ def test_concurrent_runs_keep_each_others_declarations(project: Path, generated:
         assert described[name].endswith(pass_)
         assert described[current_table_name(name)].endswith(pass_)
     assert _exposures(generated) == set(last)
+
+
+# -- the schema dbt reads the sources from -------------------------------------------------------
+
+
+def test_scores_written_where_dbt_would_not_look_are_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt resolves the sources' schema from ML_PREDICTIONS_SCHEMA alone: a schema set in a
+    config overlay or in .env would send the scores where no dbt model reads them."""
+    recipe = _recipe("uplift_a")
+    dev = project / "config" / "dev.yaml"
+    original = dev.read_text()
+    dev.write_text(original + "predictions:\n  schema: scores_x\n")
+    with pytest.raises(ConfigError) as exc:
+        check_writable(load_settings(root=project), recipe)
+    assert _one_line_error(exc, "predictions.schema") == (
+        "predictions.schema is 'scores_x' but dbt reads the score sources from 'predictions' "
+        "(its default): export ML_PREDICTIONS_SCHEMA=scores_x so the models built on the "
+        "scores read them (dbt reads neither config/ nor .env)"
+    )
+    assert not (project / GENERATED).exists()
+    monkeypatch.setenv("ML_PREDICTIONS_SCHEMA", "scores_x")
+    check_writable(load_settings(root=project), recipe)  # dbt reads the same schema now
+
+    dev.write_text(original)
+    (project / ".env").write_text("ML_PREDICTIONS_SCHEMA=from_dotenv\n")
+    monkeypatch.setenv("ML_PREDICTIONS_SCHEMA", "scores_x")  # the real environment wins
+    check_writable(load_settings(root=project), recipe)
+    monkeypatch.delenv("ML_PREDICTIONS_SCHEMA")
+    with pytest.raises(ConfigError) as exc:
+        check_writable(load_settings(root=project), recipe)
+    assert _one_line_error(exc, "predictions.schema is 'from_dotenv' but dbt reads")
