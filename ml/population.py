@@ -6,12 +6,14 @@ are there with unique, non-null entity keys), checked before anything is written
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ml import contract
 from ml.config import Settings
 from ml.errors import ContractError, WarehouseError
 from ml.plan import Plan
+from ml.textio import elide
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -55,8 +57,12 @@ def read_training_population(
 
 
 def described(context: dict[str, Any]) -> str:
-    """A context as error messages show it: campaign_id='cmp_2026_12'."""
-    return ", ".join(f"{k}={v!r}" for k, v in context.items()) or "no filter"
+    """A context as error messages show it: campaign_id='cmp_2026_12', as_of_date=2026-12-01
+    (values as the user wrote them, long ones cut)."""
+    shown = (
+        v.isoformat() if isinstance(v, dt.date) else elide(repr(v), 80) for v in context.values()
+    )
+    return ", ".join(f"{k}={v}" for k, v in zip(context, shown, strict=True)) or "no filter"
 
 
 def check_scoring_population(
