@@ -35,6 +35,7 @@ _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+) ?(B|[KMGT]i?B)", re.I)
 _UNIT_BYTES = {"b": 1, **{f"{u}b": 1000**i for i, u in enumerate("kmgt", 1)}}
 _UNIT_BYTES.update({f"{u}ib": 1024**i for i, u in enumerate("kmgt", 1)})
 MIN_MEMORY_LIMIT = 16 * 1000**2
+MAX_MEMORY_LIMIT = 1000 * 1000**4  # DuckDB refuses sizes past its byte counter's range
 Sources = dict[tuple[str, ...], str]  # a setting's key path -> the config file that set it
 _SECRET_KEY = re.compile(
     r"(password|secret|token|keyfile_json|credential|api_key|private_key)", re.I
@@ -74,10 +75,10 @@ class DuckDBSettings(_Strict):
             return None
         match = _SIZE.fullmatch(value.strip())
         size = float(match.group(1)) * _UNIT_BYTES[match.group(2).lower()] if match else 0.0
-        if not match or size < MIN_MEMORY_LIMIT:
+        if not match or not MIN_MEMORY_LIMIT <= size <= MAX_MEMORY_LIMIT:
             raise ValueError(
-                "expected a size of at least 16MB like 512MB, 1GB or 1.5GiB (units B, KB..TB, "
-                f"KiB..TiB) (got {elide(repr(value), 60)})"
+                "expected a size from 16MB to 1000TB like 512MB, 1GB or 1.5GiB (units B, "
+                f"KB..TB, KiB..TiB) (got {elide(repr(value), 60)})"
             )
         return value.strip()
 
