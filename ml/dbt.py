@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.errors import DbtError
+from ml.errors import ConfigError, DbtError
 from ml.warehouse.base import Relation
 
 _PROJECT_INPUTS = ("models", "macros", "seeds", "tests", "snapshots", "analyses")
@@ -113,24 +113,38 @@ class DbtProject:
         """The manifest for this target: the newer of ml's own and the one a plain `dbt` command
         left in dbt's target folder for this target; re-parsed whenever a project file is newer."""
         if self._manifest is None:
-            newest = self._newest_input()
-            own = _mtime(self.manifest_path)
-            own_fresh = own is not None and own >= newest
-            shared = self._shared_artifacts(newest)
-            if shared is not None and (not own_fresh or shared[2] > (own or 0.0)):
-                self._manifest, self._results = shared[0], shared[1]
-                return self._manifest
-            if not own_fresh:
-                self.parse()
-            try:
-                with self._locked():
-                    self._manifest = json.loads(self.manifest_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise DbtError(
-                    f"{self.manifest_path}: cannot read the dbt manifest ({exc})"
-                ) from None
-            self._results = None  # read from ml's own target folder when needed
+            self._manifest = self._load_manifest()
+            self._check_adapter(self._manifest)
         return self._manifest
+
+    def _check_adapter(self, manifest: dict[str, Any]) -> None:
+        """The dbt target writes to the warehouse `ml` reads: a DuckDB target for DuckDB."""
+        adapter = (manifest.get("metadata") or {}).get("adapter_type")
+        wanted = self.settings.warehouse.type
+        if adapter and adapter != wanted:
+            raise ConfigError(
+                f"dbt.target {self.target!r} is a {adapter} target but warehouse.type is "
+                f"{wanted!r}: set both for the same warehouse (APP_ENV picks config/<env>.yaml)"
+            )
+
+    def _load_manifest(self) -> dict[str, Any]:
+        """The newest manifest for this target (see `manifest`)."""
+        newest = self._newest_input()
+        own = _mtime(self.manifest_path)
+        own_fresh = own is not None and own >= newest
+        shared = self._shared_artifacts(newest)
+        if shared is not None and (not own_fresh or shared[2] > (own or 0.0)):
+            self._results = shared[1]
+            return shared[0]
+        if not own_fresh:
+            self.parse()
+        try:
+            with self._locked():
+                manifest: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DbtError(f"{self.manifest_path}: cannot read the dbt manifest ({exc})") from None
+        self._results = None  # read from ml's own target folder when needed
+        return manifest
 
     def _shared_artifacts(
         self, newest: float | None = None

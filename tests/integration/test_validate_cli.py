@@ -242,27 +242,24 @@ def test_context_param_of_wrong_type(run) -> None:
     _assert_one_line_error(result, r"--context-params: campaign_id: expected a string, got int 7")
 
 
-def test_a_dbt_failure_is_one_line_on_stderr(root: Path, tmp_path: Path) -> None:
-    """dbt's own block describing the failure does not come before ml's line."""
+def _validate_in_a_copy(root: Path, tmp_path: Path, dev_yaml: str) -> subprocess.CompletedProcess:
+    """`ml validate` in a subprocess, in a copy of the project whose config/dev.yaml is
+    `dev_yaml`."""
     project = tmp_path / "project"
     for part in ("config", "recipes", "models", "macros", "tests/dbt"):
         shutil.copytree(root / part, project / part)
     for name in ("dbt_project.yml", "profiles.yml", "selectors.yml"):
         shutil.copy(root / name, project / name)
-    (project / "config" / "dev.yaml").write_text("dbt:\n  target: nope\n")
+    (project / "config" / "dev.yaml").write_text(dev_yaml)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLFLOW_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLFLOW_", "BQ_"))},
         "ML_PROJECT_DIR": str(project),
         "ML_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ml"),
-            "validate",
-            "--recipe",
-            "recipes/conversion_xgb.yaml",
-        ],
+    ml = str(Path(sys.executable).parent / "ml")
+    return subprocess.run(
+        [ml, "validate", "--recipe", "recipes/conversion_xgb.yaml"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -270,10 +267,26 @@ def test_a_dbt_failure_is_one_line_on_stderr(root: Path, tmp_path: Path) -> None
         timeout=300,
         check=False,
     )
+
+
+def test_a_dbt_failure_is_one_line_on_stderr(root: Path, tmp_path: Path) -> None:
+    """dbt's own block describing the failure does not come before ml's line."""
+    done = _validate_in_a_copy(root, tmp_path, "dbt:\n  target: nope\n")
     assert (done.returncode, done.stdout) == (4, "")
     assert done.stderr.splitlines() == [
         "Error: dbt parse failed for target nope: Runtime Error The profile 'mmp' does not have "
         "a target named 'nope'. The valid target names for this profile are: - dev - prod"
+    ]
+
+
+def test_a_dbt_target_of_another_warehouse_is_refused(root: Path, tmp_path: Path) -> None:
+    """dbt's prod target (BigQuery) with warehouse.type duckdb would read and write two
+    different warehouses."""
+    done = _validate_in_a_copy(root, tmp_path, "dbt:\n  target: prod\nwarehouse:\n  type: duckdb\n")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        "Error: dbt.target 'prod' is a bigquery target but warehouse.type is 'duckdb': set both "
+        "for the same warehouse (APP_ENV picks config/<env>.yaml)"
     ]
 
 
