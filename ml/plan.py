@@ -125,6 +125,8 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
             raise RecipeError(f"{label}: data.features: the list is empty")
     else:
         features = [c for c, k in score_kinds.items() if c not in reserved and k in FEATURE_KINDS]
+    for column in d.exclude:  # a name excluding nothing is a typo, or a column since renamed
+        _need(score, score_kinds, column, f"{label}: data.exclude")
     features = [f for f in features if f not in set(d.exclude)]
     if not features:
         raise RecipeError(f"{label}: data.features: no feature columns left after data.exclude")

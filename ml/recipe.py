@@ -92,6 +92,18 @@ class DataSpec(_Strict):
     features: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
 
+    @field_validator("entity_keys", "features", "exclude")
+    @classmethod
+    def _columns_once(cls, value: list[str] | None) -> list[str] | None:
+        seen: set[str] = set()
+        for column in value or []:
+            if column in seen:
+                raise ValueError(
+                    f"{elide(repr(column), 60)} is listed twice (expected each column once)"
+                )
+            seen.add(column)
+        return value
+
 
 class PreprocessingSpec(_Strict):
     impute_numeric: Literal["median", "mean", "zero", "none"] = "median"

@@ -62,6 +62,20 @@ def test_validate_json_lists_features_and_relations(run) -> None:
     assert not {"customer_id", "campaign_id", "converted", "treatment"} & set(report["features"])
 
 
+def test_exclude_and_a_composite_key_with_the_context_column(run, root: Path) -> None:
+    import json
+
+    recipe = _recipe(root, "conversion_xgb")
+    recipe["data"]["entity_keys"] = ["customer_id", "campaign_id"]  # also the context column
+    recipe["data"]["exclude"] = ["region"]
+    result = run("validate", "--recipe", _write(run.tmp, recipe, "composite.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    features = json.loads(result.output)["features"]
+    assert "recency_days" in features
+    assert not {"region", "customer_id", "campaign_id"} & set(features)
+    _assert_nothing_written(run.tmp)
+
+
 def _mutate(recipe: dict, path: str, value) -> dict:
     keys = path.split(".")
     node = recipe
@@ -113,6 +127,27 @@ CASES = [
         "data.features",
         ["recency_days", "shoe_size"],
         r"data.features: column 'shoe_size' is not in the contract of dbt model train_uplift",
+    ),
+    (
+        "exclude-not-in-model",
+        "conversion_xgb",
+        "data.exclude",
+        ["region", "nope_col"],
+        r"data.exclude: column 'nope_col' is not in the contract of dbt model score_uplift$",
+    ),
+    (
+        "entity-key-twice",
+        "conversion_xgb",
+        "data.entity_keys",
+        ["customer_id", "customer_id"],
+        r"data.entity_keys: 'customer_id' is listed twice \(expected each column once\)$",
+    ),
+    (
+        "feature-twice",
+        "conversion_xgb",
+        "data.features",
+        ["recency_days", "recency_days"],
+        r"data.features: 'recency_days' is listed twice \(expected each column once\)$",
     ),
     (
         "target-missing-from-model",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from refusals import refused  # tests/unit/refusals.py
 
 from ml.errors import ConfigError, MLError, RecipeError
@@ -289,3 +290,45 @@ def test_evaluation_holdout_contexts_take_strings_and_integers() -> None:
     spec = recipe_from_dict(_with_evaluation(holdout_contexts=["cmp_2026_03", 202606])).evaluation
     assert spec.holdout_contexts == ["cmp_2026_03", 202606]
     assert spec.bootstrap_replicates == 200
+
+
+# -- columns listed once; names and text that reach dbt's generated sources ----------------
+
+
+def _demo_with(root: Path, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
+    """recipes/conversion_xgb.yaml with one edit, at tmp/recipes/conversion_xgb.yaml."""
+    data = yaml.safe_load((root / "recipes" / "conversion_xgb.yaml").read_text())
+    edit(data)
+    path = tmp_path / "recipes" / "conversion_xgb.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "columns"),
+    [
+        ("entity_keys", ["customer_id", "customer_id"]),
+        ("features", ["recency_days", "frequency_90d", "recency_days"]),
+        ("exclude", ["region", "region"]),
+    ],
+)
+def test_a_column_listed_twice_is_refused(
+    root: Path, tmp_path: Path, field: str, columns: list[str]
+) -> None:
+    path = _demo_with(root, tmp_path, lambda d: d["data"].__setitem__(field, columns))
+    assert _refused(lambda: load_recipe(path), RecipeError) == (
+        f"{path}: data.{field}: '{columns[-1]}' is listed twice (expected each column once)"
+    )
+
+
+def test_an_entity_key_may_be_a_context_column(root: Path, tmp_path: Path) -> None:
+    # a composite key (customer, campaign) whose campaign part is also the context filter
+    path = _demo_with(
+        root,
+        tmp_path,
+        lambda d: d["data"].__setitem__("entity_keys", ["customer_id", "campaign_id"]),
+    )
+    recipe = load_recipe(path)
+    assert recipe.data.entity_keys == ["customer_id", "campaign_id"]
+    assert list(recipe.context) == ["campaign_id"]
