@@ -37,7 +37,8 @@ Apply = Literal["filter", "var"]
 _FILTER_ONLY: list[Apply] = ["filter"]
 _PY_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-_TEMPLATE = re.compile(r"\{[{%#]")
+TEMPLATE_SYNTAX = re.compile(r"\{[{%#]")  # where Jinja (dbt) starts an expression, tag or comment
+RAW_END = re.compile(r"\{%[-+]?\s*endraw")  # ends a {% raw %} block early
 MAX_CONTEXT_PARAMS_CHARS = 64 * 1024
 
 
@@ -66,6 +67,11 @@ class ContextParam(_Strict):
     default: Any = None
     description: str = ""
 
+    @field_validator("column")
+    @classmethod
+    def _column_is_a_name(cls, value: str | None) -> str | None:
+        return None if value is None else _dbt_name(value)
+
     @model_validator(mode="after")
     def _default_is_typed(self) -> ContextParam:
         for phase in ("train", "score"):
@@ -92,6 +98,11 @@ class DataSpec(_Strict):
     features: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
 
+    @field_validator("train_model", "score_model")
+    @classmethod
+    def _model_is_a_name(cls, value: str) -> str:
+        return _dbt_name(value)
+
     @field_validator("entity_keys", "features", "exclude")
     @classmethod
     def _columns_once(cls, value: list[str] | None) -> list[str] | None:
@@ -103,6 +114,22 @@ class DataSpec(_Strict):
                 )
             seen.add(column)
         return value
+
+    @field_validator("entity_keys")
+    @classmethod
+    def _keys_are_names(cls, value: list[str]) -> list[str]:
+        return [_dbt_name(key) for key in value]
+
+
+def _dbt_name(value: str) -> str:
+    """A model or column name `ml score` declares to dbt (ml/sources.py), which renders it as
+    Jinja, a model's inside `ref('...')`: nothing in it may start a template or end the quote."""
+    if TEMPLATE_SYNTAX.search(value) or any(c in value for c in "'\"\\"):
+        raise ValueError(
+            f"{elide(repr(value), 60)} is not a name dbt can be given (expected no {{{{, {{%, "
+            "{#, quote or backslash)"
+        )
+    return value
 
 
 class PreprocessingSpec(_Strict):
@@ -287,6 +314,18 @@ class Recipe(_Strict):
                 raise ValueError(f"context param name {shown} must match {NAME_PATTERN}")
         return value
 
+    @field_validator("description")
+    @classmethod
+    def _description_fits_a_raw_block(cls, value: str) -> str:
+        # the generated dbt sources quote it inside {% raw %}...{% endraw %}, so dbt shows it as
+        # written instead of rendering it; an endraw tag of its own would end that block early
+        if RAW_END.search(value):
+            raise ValueError(
+                "must not contain an '{% endraw %}' tag (dbt shows the description verbatim "
+                "inside a raw block, which the tag would end)"
+            )
+        return value
+
     @property
     def experiment_name(self) -> str:
         return self.name
@@ -397,7 +436,7 @@ def resolve_context(
             resolved[name] = coerce_context_value(param, value)
         except ValueError as exc:
             raise ConfigError(f"{label}: {name}: {exc}") from None
-        if "var" in param.apply and isinstance(value, str) and _TEMPLATE.search(value):
+        if "var" in param.apply and isinstance(value, str) and TEMPLATE_SYNTAX.search(value):
             # dbt renders what it is given as Jinja: a value must stay a value
             raise ConfigError(
                 f"{label}: {name}: template syntax ({{{{, {{% or {{#) is not allowed in a value "

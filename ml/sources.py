@@ -28,7 +28,7 @@ import yaml
 from ml.config import Settings
 from ml.errors import ConfigError, RecipeError
 from ml.locks import wait_for_lock
-from ml.recipe import Recipe
+from ml.recipe import RAW_END, TEMPLATE_SYNTAX, Recipe
 from ml.yamlio import read_yaml
 
 SOURCE_NAME = "predictions"
@@ -137,6 +137,7 @@ def check_writable(settings: Settings, recipe: Recipe) -> SourcesFile:
     check_dbt_reads_the_schema(settings)
     file = sources_file(settings)
     _check_recipe_name(recipe)
+    declaration(recipe)  # what ensure_declared will write, refused now if it cannot be
     _make_folder(file)
     _read(file)
     if file.path.exists() and not os.access(file.path, os.W_OK):
@@ -210,8 +211,11 @@ def declaration(recipe: Recipe, *, current: bool = True, policy: bool = False) -
         "label": recipe.name.replace("_", " ").capitalize(),
         "type": "ml",
         "maturity": "medium",
-        "description": f"`ml` recipe recipes/{recipe.name}.yaml ({recipe.model.class_path}): trained on "
-        f"{d.train_model}, scores {d.score_model} into {SOURCE_NAME}.{recipe.name}.",
+        "description": _inert(
+            f"`ml` recipe recipes/{recipe.name}.yaml ({recipe.model.class_path}): trained on "
+            f"{d.train_model}, scores {d.score_model} into {SOURCE_NAME}.{recipe.name}.",
+            recipe,
+        ),
         "owner": {"name": "ml"},
         "depends_on": depends,
     }
@@ -222,7 +226,7 @@ def _table(name: str, what: str, recipe: Recipe, unique: list[str]) -> dict[str,
     # Built afresh per table: objects shared between tables would be dumped as YAML aliases.
     return {
         "name": name,
-        "description": f"{what} {recipe.description}".strip(),
+        "description": _inert(f"{what} {recipe.description}".strip(), recipe),
         "config": {
             "loaded_at_field": "scored_at",
             "freshness": {"warn_after": {"count": 7, "period": "day"}},
@@ -230,6 +234,18 @@ def _table(name: str, what: str, recipe: Recipe, unique: list[str]) -> dict[str,
         "data_tests": [{"unique_combination": {"arguments": {"columns": unique}}}],
         "columns": _columns(recipe),
     }
+
+
+def _inert(text: str, recipe: Recipe) -> str:
+    """Text dbt shows as written: it renders descriptions as Jinja, so recipe text that would
+    start a template (a `{{ doc(...) }}` or a stray `{{`) goes inside a raw block."""
+    if not TEMPLATE_SYNTAX.search(text):
+        return text
+    if RAW_END.search(text):  # the recipe refuses it; a recipe built in Python may not have been
+        raise RecipeError(
+            f"recipe {recipe.name}: description: must not contain an '{{% endraw %}}' tag"
+        )
+    return "{% raw %}" + text + "{% endraw %}"
 
 
 def _columns(recipe: Recipe) -> list[dict[str, Any]]:

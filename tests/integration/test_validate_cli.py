@@ -68,6 +68,7 @@ def test_exclude_and_a_composite_key_with_the_context_column(run, root: Path) ->
     recipe = _recipe(root, "conversion_xgb")
     recipe["data"]["entity_keys"] = ["customer_id", "campaign_id"]  # also the context column
     recipe["data"]["exclude"] = ["region"]
+    recipe["description"] = "Scores {{ no_such_macro() }} for the team."  # plain text to ml
     result = run("validate", "--recipe", _write(run.tmp, recipe, "composite.yaml"), "--json")
     assert result.exit_code == 0, result.output
     features = json.loads(result.output)["features"]
@@ -148,6 +149,13 @@ CASES = [
         "data.features",
         ["recency_days", "recency_days"],
         r"data.features: 'recency_days' is listed twice \(expected each column once\)$",
+    ),
+    (
+        "description-ends-its-raw-block",
+        "conversion_xgb",
+        "description",
+        "Scores {% endraw %}{{ no_such_macro() }}",
+        r"description: must not contain an '\{% endraw %\}' tag",
     ),
     (
         "target-missing-from-model",

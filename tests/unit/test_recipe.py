@@ -332,3 +332,60 @@ def test_an_entity_key_may_be_a_context_column(root: Path, tmp_path: Path) -> No
     recipe = load_recipe(path)
     assert recipe.data.entity_keys == ["customer_id", "campaign_id"]
     assert list(recipe.context) == ["campaign_id"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "name"),
+    [
+        ("data.train_model", "train_{{ var('x') }}", "train_{{ var('x') }}"),
+        ("data.score_model", "score') }}{{ ref('other", "score') }}{{ ref('other"),
+        ("data.score_model", "score\\uplift", "score\\uplift"),
+        ("data.entity_keys", ["customer_id", "{% if 1 %}id{% endif %}"], "{% if 1 %}id{% endif %}"),
+        ("context.campaign_id.column", "campaign_{# note #}id", "campaign_{# note #}id"),
+    ],
+)
+def test_names_that_dbt_would_render_are_refused(
+    root: Path, tmp_path: Path, field: str, value: Any, name: str
+) -> None:
+    # `ml score` declares these to dbt, which renders them (a model's inside `ref('...')`)
+    def edit(data: dict) -> None:
+        *parents, last = field.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    path = _demo_with(root, tmp_path, edit)
+    assert _refused(lambda: load_recipe(path), RecipeError) == (
+        f"{path}: {field}: {name!r} is not a name dbt can be given "
+        "(expected no {{, {%, {#, quote or backslash)"
+    )
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Scores {{ no_such_macro() }} for the team",
+        "Uses {% if %} and {# a comment #} and {{ doc('x') }} as plain words",
+        "Braces { alone } and } { are not templates",
+    ],
+)
+def test_a_description_with_template_syntax_loads_as_written(
+    root: Path, tmp_path: Path, description: str
+) -> None:
+    path = _demo_with(root, tmp_path, lambda d: d.__setitem__("description", description))
+    assert load_recipe(path).description == description
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["Ends {% endraw %} early", "Ends {%- endraw -%} too", "{%+endraw %}"],
+)
+def test_a_description_with_an_endraw_tag_is_refused(
+    root: Path, tmp_path: Path, description: str
+) -> None:
+    path = _demo_with(root, tmp_path, lambda d: d.__setitem__("description", description))
+    assert _refused(lambda: load_recipe(path), RecipeError) == (
+        f"{path}: description: must not contain an '{{% endraw %}}' tag (dbt shows the "
+        "description verbatim inside a raw block, which the tag would end)"
+    )

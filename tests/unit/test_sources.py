@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import multiprocessing
 import os
 import shutil
@@ -419,3 +420,63 @@ def test_scores_written_where_dbt_would_not_look_are_refused(
     with pytest.raises(ConfigError) as exc:
         check_writable(load_settings(root=project), recipe)
     assert _one_line_error(exc, "predictions.schema is 'from_dotenv' but dbt reads")
+
+
+# -- nothing dbt would render from the recipe ---------------------------------------------------
+
+
+JINJA = "Scores {{ no_such_macro() }} for the team: {% if x %}{# not a comment #} as written."
+
+
+def test_a_description_with_template_syntax_is_declared_inside_a_raw_block() -> None:
+    tables, exposure = declaration(_recipe("templated", JINJA))
+    for table in tables:
+        assert table["description"].startswith("{% raw %}")
+        assert "scores of recipe templated" in table["description"].lower()
+        assert table["description"].endswith(f" {JINJA}{{% endraw %}}")
+    assert "{%" not in exposure["description"]  # no recipe text there: nothing to wrap
+    plain, _ = declaration(_recipe("plain", "No braces here."))
+    assert plain[0]["description"].endswith(" No braces here.") and "raw" not in str(plain)
+
+
+def test_a_description_with_an_endraw_tag_is_never_written(
+    settings: Settings, generated: Path
+) -> None:
+    # the recipe refuses it; one built without validation is refused here, before any write
+    with pytest.raises(RecipeError, match="description: must not contain an '{% endraw %}' tag"):
+        _recipe("ends", "x {% endraw %}{{ no_such_macro() }}")
+    recipe = _recipe("ends").model_copy(update={"description": "x {%- endraw %}{{ boom() }}"})
+    for call in (check_writable, ensure_declared):
+        with pytest.raises(RecipeError) as exc:
+            call(settings, recipe)
+        assert _one_line_error(exc, "recipe ends: ") == (
+            "recipe ends: description: must not contain an '{% endraw %}' tag"
+        )
+    assert not generated.exists()
+
+
+@pytest.fixture
+def dbt_project(project: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project copy with the real dbt project's files: one `dbt parse` can read it."""
+    for name in ("dbt_project.yml", "profiles.yml", "selectors.yml"):
+        shutil.copy(root / name, project / name)
+    for folder in ("models", "macros", "tests/dbt"):
+        shutil.copytree(root / folder, project / folder, ignore=shutil.ignore_patterns(".*"))
+    monkeypatch.setenv("ML_DUCKDB_PATH", str(project / "warehouse.duckdb"))
+    return project
+
+
+def test_dbt_parses_the_generated_file_and_shows_the_text_as_written(
+    dbt_project: Path, settings: Settings
+) -> None:
+    from ml.dbt import DbtProject
+
+    assert ensure_declared(settings, _recipe("templated", JINJA)) is True
+    dbt = DbtProject(settings)
+    dbt.parse()  # failed: 'no_such_macro' is undefined
+    manifest = json.loads(dbt.manifest_path.read_text())
+
+    sources = {s["name"]: s for s in manifest["sources"].values()}
+    for name in ("templated", "templated__current"):
+        assert sources[name]["description"].endswith(f" {JINJA}")
+        assert "raw" not in sources[name]["description"]
