@@ -178,8 +178,7 @@ def ensure_declared(
 def declaration(recipe: Recipe, *, current: bool = True, policy: bool = False) -> Declaration:
     """The source tables and the exposure for one recipe."""
     d = recipe.data
-    context_cols = [p.column or n for n, p in recipe.context.items()]
-    keys = [*d.entity_keys, *context_cols]
+    keys = list(dict.fromkeys([*d.entity_keys, *_context_columns(recipe)]))
     history = _table(
         recipe.name,
         f"Scores of recipe {recipe.name} written by `ml score`, one slice per run and context.",
@@ -248,11 +247,21 @@ def _inert(text: str, recipe: Recipe) -> str:
     return "{% raw %}" + text + "{% endraw %}"
 
 
+def _context_columns(recipe: Recipe) -> list[str]:
+    return list(dict.fromkeys(p.column or n for n, p in recipe.context.items()))
+
+
 def _columns(recipe: Recipe) -> list[dict[str, Any]]:
+    """Each column once: a context column may also be an entity key (a composite key)."""
     d = recipe.data
-    context_cols = [p.column or n for n, p in recipe.context.items()]
+    context_cols = _context_columns(recipe)
     columns: list[dict[str, Any]] = [
-        {"name": k, "description": f"Entity key from {d.score_model}.", "data_tests": ["not_null"]}
+        {
+            "name": k,
+            "description": f"Entity key from {d.score_model}"
+            + (", and the context the population was scored for." if k in context_cols else "."),
+            "data_tests": ["not_null"],
+        }
         for k in d.entity_keys
     ]
     columns += [
@@ -262,6 +271,7 @@ def _columns(recipe: Recipe) -> list[dict[str, Any]]:
             "data_tests": ["not_null"],
         }
         for c in context_cols
+        if c not in d.entity_keys
     ]
     columns += [
         {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -482,3 +483,66 @@ def test_two_contexts_scored_concurrently_both_land(
             ml_env, campaign
         )
     assert _slice(copy_env, trained_x_learner.run_id, UPCOMING)[0] == scored.rows
+
+
+def test_composite_key_with_the_context_column_scores_and_dbt_still_parses(
+    ml_env, tmp_path, monkeypatch
+) -> None:
+    # (customer_id, campaign_id) keys the rows; campaign_id is also the context filter. The
+    # generated sources once declared campaign_id twice, and dbt refused every later parse.
+    # A copy of the project, warehouse and an MLflow store of its own: nothing shared changes.
+    from ml.config import load_settings
+    from ml.dbt import DbtProject
+    from ml.train import train
+
+    project = tmp_path / "project"
+    for name in ("dbt_project.yml", "profiles.yml", "selectors.yml"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_bytes((ROOT / name).read_bytes())
+    for folder in ("config", "models", "macros", "tests/dbt"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns(".*"))
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    warehouse.parent.mkdir()
+    _snapshot(ml_env, warehouse)
+    store = tmp_path / "mlruns"
+    for name, value in {
+        "ML_PROJECT_DIR": str(project),
+        "ML_DUCKDB_PATH": str(warehouse),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "ML_ARTIFACT_LOCATION": str(store / "artifacts"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    recipe = yaml.safe_load((ROOT / "recipes" / "conversion_xgb.yaml").read_text())
+    recipe["name"] = "per_campaign_keys"
+    recipe["description"] = "Scores {{ no_such_macro() }} for the team."  # shown, not rendered
+    recipe["data"]["entity_keys"] = ["customer_id", "campaign_id"]
+    recipe["model"]["params"].update(n_estimators=5, max_depth=2)
+    path = tmp_path / "per_campaign_keys.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    settings = load_settings(root=project)
+
+    run = train(settings, path)
+    result = score(settings, ModelRef(run_id=run.run_id))
+    assert result.rows == _population(ml_env, UPCOMING) > 40_000
+
+    with duckdb.connect(str(warehouse)) as con:
+        keys = con.execute(
+            "select count(*), count(distinct (customer_id, campaign_id)), min(campaign_id), "
+            "max(campaign_id) from predictions.per_campaign_keys__current"
+        ).fetchone()
+    assert keys == (result.rows, result.rows, UPCOMING, UPCOMING)
+    doc = yaml.safe_load(
+        (project / "models" / "predictions" / "_prediction_sources.yml").read_text()
+    )
+    source = next(s for s in doc["sources"] if s["name"] == "predictions")
+    tables = {t["name"]: t for t in source["tables"] if t["name"].startswith("per_campaign_keys")}
+    assert set(tables) == {"per_campaign_keys", "per_campaign_keys__current"}
+    for table in tables.values():
+        names = [c["name"] for c in table["columns"]]
+        assert names.count("campaign_id") == 1 and len(names) == len(set(names))
+        unique = table["data_tests"][0]["unique_combination"]["arguments"]["columns"]
+        assert unique[:2] == ["customer_id", "campaign_id"] and len(unique) == len(set(unique))
+
+    DbtProject(settings).parse()  # dbt accepts the project ml score left
+    validated = CliRunner().invoke(main, ["validate", "--recipe", str(path), "--json"])
+    assert validated.exit_code == 0, validated.output

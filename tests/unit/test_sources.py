@@ -422,7 +422,7 @@ def test_scores_written_where_dbt_would_not_look_are_refused(
     assert _one_line_error(exc, "predictions.schema is 'from_dotenv' but dbt reads")
 
 
-# -- nothing dbt would render from the recipe ---------------------------------------------------
+# -- each column once, and nothing dbt would render from the recipe ------------------------------
 
 
 JINJA = "Scores {{ no_such_macro() }} for the team: {% if x %}{# not a comment #} as written."
@@ -455,6 +455,36 @@ def test_a_description_with_an_endraw_tag_is_never_written(
     assert not generated.exists()
 
 
+def _composite(name: str = "per_campaign") -> Recipe:
+    """A composite key (customer, campaign) whose campaign part is also the context column."""
+    recipe = _recipe(name)
+    data = recipe.data.model_copy(update={"entity_keys": ["customer_id", "campaign_id"]})
+    return recipe.model_copy(update={"data": data})
+
+
+def _unique(table: dict[str, Any]) -> list[str]:
+    return table["data_tests"][0]["unique_combination"]["arguments"]["columns"]
+
+
+def test_an_entity_key_that_is_the_context_column_is_declared_once() -> None:
+    history, current = declaration(_composite()).tables
+    names = [c["name"] for c in history["columns"]]
+    assert names == [
+        "customer_id",
+        "campaign_id",
+        "score",
+        "model_name",
+        "model_version",
+        "run_id",
+        "scored_at",
+    ]
+    assert history["columns"][1]["description"] == (
+        "Entity key from score_uplift, and the context the population was scored for."
+    )
+    assert _unique(history) == ["customer_id", "campaign_id", "run_id"]
+    assert _unique(current) == ["customer_id", "campaign_id"]
+
+
 @pytest.fixture
 def dbt_project(project: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The project copy with the real dbt project's files: one `dbt parse` can read it."""
@@ -471,12 +501,29 @@ def test_dbt_parses_the_generated_file_and_shows_the_text_as_written(
 ) -> None:
     from ml.dbt import DbtProject
 
+    assert ensure_declared(settings, _composite()) is True
     assert ensure_declared(settings, _recipe("templated", JINJA)) is True
     dbt = DbtProject(settings)
-    dbt.parse()  # failed: 'no_such_macro' is undefined
+    dbt.parse()  # failed on a test declared twice, then on the undefined macro
     manifest = json.loads(dbt.manifest_path.read_text())
 
     sources = {s["name"]: s for s in manifest["sources"].values()}
     for name in ("templated", "templated__current"):
         assert sources[name]["description"].endswith(f" {JINJA}")
         assert "raw" not in sources[name]["description"]
+    assert list(sources["per_campaign"]["columns"]) == list(sources["templated"]["columns"])
+    tests = [
+        n
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "test"
+        and n["depends_on"]["nodes"][0].startswith("source.mmp.predictions.per_campaign")
+    ]
+    combos = sorted(
+        n["test_metadata"]["kwargs"]["columns"]
+        for n in tests
+        if n["test_metadata"]["name"] == "unique_combination"
+    )
+    assert combos == [["customer_id", "campaign_id"], ["customer_id", "campaign_id", "run_id"]]
+    not_null = sorted(n["column_name"] for n in tests if n["test_metadata"]["name"] == "not_null")
+    once = ["campaign_id", "customer_id", "model_name", "run_id", "score", "scored_at"]
+    assert not_null == sorted(once * 2)  # per table, each column's test once
