@@ -1,17 +1,20 @@
 """`ml materialize`: copy the recipe's scoring population for one context (its entity keys and
 the model's features, read as `ml score` reads them) from the warehouse into the online store,
-where `POST /predict` looks entities up by id. The previous set for that model and context is
-replaced atomically; memory is bounded by `serving.online_store.batch_size` rows.
+where `POST /predict` looks entities up by id. The population gets the verdict `ml score` gives
+it (its contract, then every feature value, `ml.contract.check_feature_values`) before the
+previous set for that model and context is replaced atomically; memory is bounded by
+`serving.online_store.batch_size` rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ml import population, registry
+from ml import contract, population, registry
 from ml.config import Settings
 from ml.dbt import DbtProject
 from ml.errors import ContractError
@@ -83,6 +86,12 @@ def materialize(
             relation = str(p.score_model.relation)
             with steps.step(f"checking {relation} against the training schema"):
                 key_kinds = _key_kinds(wh, settings, p, definition.schema, context)
+            features = definition.schema.features
+            with steps.step(f"checking the feature values of {relation}"):
+                # counted by the warehouse before the store is touched, as `ml score
+                # --engine sql` counts them: the same message as `ml score`
+                faults = wh.value_faults(p.score_model.relation, features, p.filters(context))
+                contract.check_value_faults(faults, relation)
             stored = StoredSet(
                 model_name=definition.model_name,
                 model_version=definition.model_version,
@@ -96,7 +105,7 @@ def materialize(
                 materialized_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             )
             with steps.step(f"writing the population to the {store.where}"):
-                rows = _write(settings, wh, store, p, stored, context)
+                rows = _write(settings, wh, store, p, stored, features, context)
             seconds = time.perf_counter() - start
     finally:
         store.close()
@@ -138,9 +147,14 @@ def _write(
     store: OnlineStore,
     p: Plan,
     stored: StoredSet,
+    kinds: Mapping[str, str],
     context: dict[str, Any],
 ) -> int:
-    """Stream the keys and features into a new set, swapped in when every batch is written."""
+    """Stream the keys and features into a new set, swapped in when every batch is written.
+    Each batch's values are checked as `ml score` checks the batches it scores: what is stored
+    is what was checked, and a refusal drops the new set, leaving the previous one."""
+    import pyarrow as pa
+
     filters = p.filters(context)
     columns = list(dict.fromkeys([*stored.entity_keys, *stored.features]))
     batches = wh.read_batches(
@@ -148,6 +162,8 @@ def _write(
     )
     with store.writer(stored.model_name, context_key(stored.context), stored) as writer:
         for batch in batches:
+            table = pa.Table.from_batches([batch])
+            contract.check_feature_values(table, kinds, stored.relation)
             keys = [batch.column(k).to_pylist() for k in stored.entity_keys]
             values = [_values(batch.column(f)) for f in stored.features]
             writer.write(

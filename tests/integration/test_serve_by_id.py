@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from cli_errors import one_line_error  # tests/integration/cli_errors.py
 from click.testing import CliRunner
 from redis_server import RedisServer  # tests/integration/redis_server.py
 from serving import process_env, start_server  # tests/integration/serving.py
+from warehouse_snapshots import fresh_copy  # tests/integration/warehouse_snapshots.py
 
 from ml.cli import main
 
@@ -323,6 +325,112 @@ def test_materialize_to_an_unreachable_redis_is_one_line(warehouse_env, tmp_path
         f"Error: online store redis://127.0.0.1:{server.port}/0: unreachable within 1s"
     )
     assert time.monotonic() - start < 30  # the model's artifacts load first; the store fails fast
+
+
+# -- feature values `ml score` refuses: refused by `ml materialize` too, the store as it was ---
+
+POPULATION = "analytics_loaders.score_uplift"
+REFUSED_VALUES = [  # (SQL value, what the message calls it)
+    ("'nan'::double", "NaN"),
+    ("'-inf'::double", "infinite"),
+    ("1e308", "beyond float32's range (+/-3.4e38)"),
+]
+
+
+def _with_bad_values(pristine: Path, folder: Path, value: str) -> Path:
+    """A copy of the warehouse whose upcoming campaign has `value` as monetary_30d for 5
+    customers spread over the population (in different batches of the online store's writes)."""
+    dest = fresh_copy(pristine, folder)
+    with duckdb.connect(str(dest)) as con:
+        ids = [
+            row[0]
+            for row in con.execute(
+                f"select customer_id from {POPULATION} where campaign_id = ? order by 1",
+                [UPCOMING],
+            ).fetchall()
+        ]
+        chosen = ids[:: len(ids) // 5][:5]
+        con.execute(
+            f"update {POPULATION} set monetary_30d = {value} "
+            f"where campaign_id = ? and customer_id in ({', '.join(map(str, chosen))})",
+            [UPCOMING],
+        )
+    return dest
+
+
+def _refused(what: str) -> str:
+    return (
+        f"feature column 'monetary_30d' has 5 {what} value(s); a feature must be null (imputed) "
+        "or a finite number the model can take"
+    )
+
+
+@pytest.mark.parametrize(("value", "what"), REFUSED_VALUES)
+def test_materialize_refuses_the_values_ml_score_refuses(
+    store_env, pristine_warehouse, tmp_path, value, what
+) -> None:
+    """The same one line as `ml score`, before the store is touched: the champion's set stays."""
+    env = {
+        **store_env,
+        "ML_DUCKDB_PATH": str(_with_bad_values(pristine_warehouse, tmp_path, value)),
+    }
+    before = _store_rows(store_env)
+    result = _materialize(env, "--model", f"{RECIPE}@champion")
+    assert result.exit_code == 3, result.output
+    line = one_line_error(result)
+    assert line.endswith(f"{POPULATION}: {_refused(what)}"), line
+    assert _store_rows(store_env) == before
+    with mock.patch.dict(os.environ, env):
+        scored = CliRunner().invoke(main, ["score", "--model", f"{RECIPE}@champion"])
+    assert scored.exit_code == 3, scored.output
+    assert one_line_error(scored) == line
+
+
+def _redis_state(url: str) -> dict[str, object]:
+    """Every key of the online namespace but the generation counter, and the live set's rows."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = sorted(k.decode() for k in client.keys("ml:online:*"))
+        keys.remove("ml:online:generation")
+        rows = {k: client.hlen(k) for k in keys if ":rows:" in k}
+        return {"keys": keys, "rows": rows, "ttl": {k: client.ttl(k) for k in rows}}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_value_refused_while_streaming_drops_the_new_set(
+    warehouse_env, scored_champion, pristine_warehouse, tmp_path, kind
+) -> None:
+    """Each batch written is checked as `ml score` checks the batches it scores (what is stored
+    is what was checked): with the warehouse's count skipped, the first bad batch still refuses,
+    and the store's writer drops the half-written generation, leaving the previous set live."""
+    import ml.contract
+
+    server = RedisServer(tmp_path / "redis") if kind == "redis" else None
+    try:
+        if server is not None:
+            store = {"ML_ONLINE_STORE": "redis", "ML_REDIS_URL": server.url}
+            state = lambda: _redis_state(server.url)  # noqa: E731
+        else:
+            store = {"ML_ONLINE_STORE_PATH": str(tmp_path / "online.sqlite")}
+            state = lambda: _store_rows(store)  # noqa: E731
+        env = _env(warehouse_env, **store)
+        assert _materialize(env, "--model", f"{RECIPE}@champion").exit_code == 0
+        before = state()
+        broken = _with_bad_values(pristine_warehouse, tmp_path / "wh", "'nan'::double")
+        with mock.patch.object(ml.contract, "check_value_faults", lambda *args: None):
+            result = _materialize({**env, "ML_DUCKDB_PATH": str(broken)}, "--model", RECIPE)
+        assert result.exit_code == 3, result.output
+        # the first bad batch's count: the 5 values are spread over batches of 10,000 rows
+        line = one_line_error(result)
+        assert re.search(rf"{POPULATION}: feature column 'monetary_30d' has [1-4] NaN", line), line
+        assert state() == before
+    finally:
+        if server is not None:
+            server.stop()
 
 
 # -- Redis: the production store, and what a store going down does -----------------------------
