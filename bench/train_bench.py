@@ -155,7 +155,8 @@ def setup(customers: int) -> None:
     settings = load_settings()  # the copy, through ML_PROJECT_DIR
     load_demo_data(settings, n_customers=customers)
     DbtProject(settings).build("+train_uplift")
-    tracking.configure(settings)  # create the store now: every timed run finds it ready
+    # create the store now: every timed run finds it ready
+    tracking.configure(settings, create=True)
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def measure(trials: int, folds: int) -> dict[str, Any]:
     context = resolve_context(recipe, {}, "train")
     p = plan(recipe, RECIPE, DbtProject(settings))
     search = check_search(recipe, p.task, p.label, p.allowed_modules)
-    tracking.configure(settings)
+    tracking.configure(settings, create=True)  # a new store, as `ml tune` creates it
     rows = cv.read_training_rows(settings, p, context)
     fold_data = cv.make_folds(p, rows, folds)
     url = studies.storage_url(settings)

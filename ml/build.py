@@ -51,8 +51,8 @@ def _check_rows(
 
     filters = p.filters(context)
     with connect(settings) as wh:
-        if not wh.exists(model.relation):
-            return  # never built: there is nothing a mistake could empty
+        if not wh.present() or not wh.exists(model.relation):
+            return  # never built: there is nothing a mistake could empty (dbt creates it)
         sql = project.compiled_sql(model.name, vars=variables)
         rows = wh.count_query_rows(sql, filters)
     if rows == 0:

@@ -21,6 +21,6 @@ def load_demo_data(settings: Settings, n_customers: int = 50_000, seed: int = 7)
 
     tables = generate(n_customers=n_customers, seed=seed)
     schema = raw_schema()
-    with connect(settings) as wh:
+    with connect(settings, create=True) as wh:  # the demo's raw data starts a new warehouse
         wh.replace_tables(schema, tables)
     return {f"{schema}.{name}": t.num_rows for name, t in tables.items()}

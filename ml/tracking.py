@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from ml.config import Settings
 from ml.errors import TrackingError, one_line
@@ -25,15 +26,22 @@ TRACKING = "mlflow.tracking_uri (MLFLOW_TRACKING_URI)"
 ARTIFACTS = "mlflow.artifact_location (ML_ARTIFACT_LOCATION)"
 
 
-def tracking_uri(settings: Settings) -> str:
+def tracking_uri(settings: Settings, *, create: bool = False) -> str:
+    """The configured store as MLflow takes it. A local store must exist unless `create`
+    (`ml train` and `ml tune` create it; commands that only read or add to one refuse a
+    missing store rather than leave a new, empty one behind)."""
     uri = settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         raw = uri.removeprefix("sqlite:///")
         path = Path(raw) if uri.startswith("sqlite:////") else settings.path(raw)
-        _check_sqlite_store(path)
+        _check_sqlite_store(path, create)
         return f"sqlite:///{path}"
     if "://" not in uri:
-        return settings.path(uri).as_uri()
+        folder = settings.path(uri)
+        _require_store(folder, create)
+        return folder.as_uri()
+    if uri.startswith("file:"):
+        _require_store(Path(unquote(urlparse(uri).path)), create)
     return uri
 
 
@@ -46,8 +54,11 @@ def artifact_root(settings: Settings) -> str | None:
     return settings.path(loc).as_uri()
 
 
-def _check_sqlite_store(path: Path) -> None:
-    """The store's file is an SQLite database (or not there yet) in a folder ml can write."""
+def _check_sqlite_store(path: Path, create: bool) -> None:
+    """The store's file is an SQLite database (or, with `create`, not there yet) in a folder ml
+    can write."""
+    if path.parent.is_dir() or not path.parent.exists():  # else the write check says so
+        _require_store(path, create)
     _writable_folder(path.parent, TRACKING)
     if not path.exists():
         return
@@ -59,6 +70,14 @@ def _check_sqlite_store(path: Path) -> None:
         raise TrackingError(
             f"{TRACKING}: {path} is not an SQLite database (the MLflow store must be one, "
             "or a tracking server's URL)"
+        )
+
+
+def _require_store(path: Path, create: bool) -> None:
+    if not create and not path.exists():
+        raise TrackingError(
+            f"{TRACKING}: {path} does not exist (`ml train` creates the MLflow store; "
+            "point the setting at the store the model was trained in)"
         )
 
 
@@ -81,8 +100,9 @@ def _writable_folder(folder: Path, setting: str) -> None:
         ) from None
 
 
-def configure(settings: Settings) -> Any:
-    """Point MLflow at the configured store and fail fast if it cannot be reached."""
+def configure(settings: Settings, *, create: bool = False) -> Any:
+    """Point MLflow at the configured store and fail fast if it cannot be reached; a local
+    store that does not exist is created only with `create` (see `tracking_uri`)."""
     # Bounded retries and timeouts: an unreachable server must fail in seconds, not minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_SECONDS)
@@ -94,7 +114,7 @@ def configure(settings: Settings) -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(settings)
+    uri = tracking_uri(settings, create=create)
     _check_artifact_folder(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(settings.mlflow.registry_uri or uri)

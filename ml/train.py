@@ -98,7 +98,7 @@ def train(
     from ml import tracking
 
     with steps.step("checking the MLflow store"):
-        tracking.configure(settings)
+        tracking.configure(settings, create=True)
     project = DbtProject(settings)
     with steps.step("checking the recipe against the dbt project"):
         p = plan(recipe, str(recipe_path), project)

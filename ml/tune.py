@@ -94,7 +94,7 @@ def tune(
     from ml import tracking
 
     with steps.step("checking the MLflow store"):
-        tracking.configure(settings)
+        tracking.configure(settings, create=True)
     with steps.step(f"reading {p.train_model.relation}"):
         rows = cv.read_training_rows(settings, p, context)
     k = search.cv_folds

@@ -41,7 +41,7 @@ def storage_url(settings: Settings) -> str:
         return configured
     from ml.tracking import tracking_uri
 
-    uri = tracking_uri(settings)
+    uri = tracking_uri(settings, create=True)  # `ml tune` creates the MLflow store
     if uri.startswith("sqlite:///"):
         store = Path(uri.removeprefix("sqlite:///"))
         return f"sqlite:///{store.with_name(STUDY_FILE)}"

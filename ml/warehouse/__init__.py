@@ -39,13 +39,15 @@ def warehouse_dialect(settings: Settings) -> str:
     return settings.warehouse.type
 
 
-def connect(settings: Settings) -> Warehouse:
-    """The configured warehouse, not yet connected (`open()` or first use connects)."""
+def connect(settings: Settings, *, create: bool = False) -> Warehouse:
+    """The configured warehouse, not yet connected (`open()` or first use connects). A
+    warehouse that is a file (DuckDB) must exist unless `create` (`ml demo-data` loads a new
+    one); every other command refuses a missing one in one line and creates nothing."""
     kind = settings.warehouse.type
     if kind not in BACKENDS:
         raise ConfigError(f"config: warehouse.type: '{kind}' is not supported by this build")
     module, _, name = BACKENDS[kind].partition(":")
-    backend: Warehouse = getattr(importlib.import_module(module), name)(settings)
+    backend: Warehouse = getattr(importlib.import_module(module), name)(settings, create=create)
     return backend
 
 

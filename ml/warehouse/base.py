@@ -132,6 +132,12 @@ class Warehouse(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
+    def present(self) -> bool:
+        """Whether the warehouse itself is there, checked without connecting: False for a
+        DuckDB file not created yet (by `ml demo-data` or `dbt build`), which `open` refuses
+        unless the warehouse was connected with `create`."""
+        ...
+
     def exists(self, relation: Relation) -> bool: ...
 
     def columns(self, relation: Relation) -> dict[str, str]:

@@ -29,7 +29,7 @@ def legacy_version(tmp_path, monkeypatch, root):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("ML_ARTIFACT_LOCATION", str(tmp_path / "artifacts"))
     settings = load_settings(root=root)
-    tracking.configure(settings)
+    tracking.configure(settings, create=True)
     exp = tracking.experiment_id(settings, "legacy_x_learner")
     with mlflow.start_run(experiment_id=exp) as run:
         mlflow.set_tags({"ml.kind": "train", "ml.recipe": "legacy_x_learner"})

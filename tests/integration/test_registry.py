@@ -44,7 +44,7 @@ def _log_run(tmp_path: Path, *, status: str = "FINISHED", artifacts: Path = FIXT
     from ml.config import load_settings
 
     settings = load_settings(root=ROOT)
-    tracking.configure(settings)
+    tracking.configure(settings, create=True)
     exp = tracking.experiment_id(settings, "legacy_x_learner")
     run = mlflow.start_run(experiment_id=exp)
     mlflow.set_tags({"ml.kind": "train", "ml.recipe": "legacy_x_learner"})

@@ -54,7 +54,7 @@ def registry_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     from ml import tracking
     from ml.config import load_settings
 
-    tracking.configure(load_settings(root=ROOT))  # tracking and registry: this test's store
+    tracking.configure(load_settings(root=ROOT), create=True)  # this test's own new store
     broken = tmp_path / "broken-model"
     shutil.copytree(FIXTURE / "model", broken)
     estimator = broken / "artifacts" / "estimator.pkl"

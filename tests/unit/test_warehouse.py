@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from ml.config import load_settings
-from ml.errors import ConfigError
+from ml.errors import ConfigError, WarehouseError
 from ml.kinds import declared_kind
 from ml.warehouse import BACKENDS, Relation, connect
 from ml.warehouse.duckdb.sql import select
@@ -55,11 +56,12 @@ def _threads(wh) -> int:
     return int(wh.con.execute("select current_setting('threads')").fetchone()[0])
 
 
-def _duckdb_settings(root: Path, tmp_path: Path, **duckdb: object):
-    """The project's settings on a DuckDB file of the test's own, with `duckdb` overrides."""
+def _duckdb_settings(root: Path, tmp_path: Path, path: Path | None = None, **duckdb: object):
+    """The project's settings on a DuckDB file of the test's own (`path`, else
+    tmp_path/w.duckdb), with `duckdb` overrides."""
     settings = load_settings(root=root)
     duck = settings.warehouse.duckdb.model_copy(
-        update={"path": str(tmp_path / "w.duckdb"), **duckdb}
+        update={"path": str(path or tmp_path / "w.duckdb"), **duckdb}
     )
     return settings.model_copy(
         update={"warehouse": settings.warehouse.model_copy(update={"duckdb": duck})}
@@ -70,7 +72,7 @@ def _duckdb_settings(root: Path, tmp_path: Path, **duckdb: object):
 def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
     root: Path, tmp_path: Path, configured: int | None
 ) -> None:
-    with connect(_duckdb_settings(root, tmp_path, threads=configured)) as wh:
+    with connect(_duckdb_settings(root, tmp_path, threads=configured), create=True) as wh:
         before = _threads(wh)
         with wh.streaming():
             assert _threads(wh) == (1 if configured is None else configured)
@@ -81,7 +83,7 @@ def test_duckdb_streams_on_one_thread_unless_threads_are_configured(
 
 
 def test_duckdb_key_stats_count_distinct_keys_only_when_asked(root: Path, tmp_path: Path) -> None:
-    with connect(_duckdb_settings(root, tmp_path)) as wh:
+    with connect(_duckdb_settings(root, tmp_path), create=True) as wh:
         wh.con.execute(
             "create table t as select * from (values (1, 'a'), (2, 'a'), (2, 'a'), (null, 'a'), "
             "(3, 'b')) v(id, c)"
@@ -103,3 +105,60 @@ def test_duckdb_key_stats_count_distinct_keys_only_when_asked(root: Path, tmp_pa
         None,
         None,
     )
+
+
+def _tree(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*"))
+
+
+def test_a_missing_duckdb_file_is_refused_and_nothing_is_created(root: Path, tmp_path: Path):
+    """Only `ml demo-data` (create) starts a new warehouse file: anything else names the
+    setting and what creates the file, and leaves no folder, empty file or lock behind."""
+    path = tmp_path / "no" / "such" / "x.duckdb"
+    wh = connect(_duckdb_settings(root, tmp_path, path))
+    assert not wh.present()
+    with pytest.raises(WarehouseError) as refused, wh:
+        wh.open()
+    assert str(refused.value) == (
+        f"warehouse.duckdb.path (ML_DUCKDB_PATH): {path} does not exist "
+        "(`ml demo-data` or `dbt build` creates it)"
+    )
+    assert _tree(tmp_path) == []
+
+    with connect(_duckdb_settings(root, tmp_path, path), create=True) as created:
+        created.open()
+        assert created.present()
+    assert path.is_file()
+    with connect(_duckdb_settings(root, tmp_path, path)) as again:  # there now: opened
+        assert again.exists(Relation(None, "main", "nothing")) is False
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_a_duckdb_path_that_is_a_folder_is_refused_without_a_lock_file(
+    root: Path, tmp_path: Path, create: bool
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with (
+        pytest.raises(WarehouseError) as refused,
+        connect(_duckdb_settings(root, tmp_path, folder), create=create) as wh,
+    ):
+        wh.open()
+    assert str(refused.value) == (
+        f"warehouse.duckdb.path (ML_DUCKDB_PATH): {folder} is not a regular file "
+        "(expected a DuckDB database file)"
+    )
+    assert _tree(tmp_path) == [folder]
+
+
+def test_build_checks_rows_only_in_a_warehouse_that_exists(root: Path, tmp_path: Path) -> None:
+    """`--build` on a warehouse dbt has not created yet: nothing to count, nothing created
+    (dbt build creates the file)."""
+    from ml.build import _check_rows
+
+    path = tmp_path / "new" / "x.duckdb"
+    settings = _duckdb_settings(root, tmp_path, path)
+    model = SimpleNamespace(relation=Relation(None, "main", "t"), name="t")
+    plan = SimpleNamespace(filters=lambda context: {})
+    _check_rows(settings, None, plan, model, {}, {})  # type: ignore[arg-type]
+    assert _tree(tmp_path) == []

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class BigQueryWarehouse:
     """Implements `ml.warehouse.base.Warehouse` on the project `warehouse.bigquery.project`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
+        # `create` is for a warehouse that is a file: a project is never created by ml
         bq = settings.warehouse.bigquery
         if bq is None:
             raise ConfigError(
@@ -42,6 +43,9 @@ class BigQueryWarehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def present(self) -> bool:
+        return True  # a missing dataset is a missing relation (`exists`)
 
     def exists(self, relation: Relation) -> bool:
         return self.bq.exists(relation)

@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 class DuckDBWarehouse:
     """Implements `ml.warehouse.base.Warehouse` on the file `warehouse.duckdb.path`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
         duck = settings.warehouse.duckdb
         if duck is None:
             raise ConfigError("config: warehouse.duckdb: required when warehouse.type is duckdb")
-        self._connection = Connection(settings.path(duck.path), duck)
+        self._connection = Connection(settings.path(duck.path), duck, create=create)
         self._threads = duck.threads
 
     @property
@@ -47,6 +47,9 @@ class DuckDBWarehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def present(self) -> bool:
+        return self._connection.path.exists()
 
     def exists(self, relation: Relation) -> bool:
         return read.exists(self.con, relation)

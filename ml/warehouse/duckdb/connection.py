@@ -12,14 +12,18 @@ from ml.errors import ConfigError, WarehouseError, one_line
 from ml.locks import wait_for_lock
 
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.I)
+PATH = "warehouse.duckdb.path (ML_DUCKDB_PATH)"
 
 
 class Connection:
-    """The file lock and the DuckDB connection, held together and released together."""
+    """The file lock and the DuckDB connection, held together and released together. The file
+    must exist unless `create` (`ml demo-data`; dbt creates it too): a command that only reads
+    or adds to a warehouse refuses a missing one rather than leave a new, empty file behind."""
 
-    def __init__(self, path: Path, settings: DuckDBSettings) -> None:
+    def __init__(self, path: Path, settings: DuckDBSettings, *, create: bool = False) -> None:
         self.path = path
         self.settings = settings
+        self.create = create
         self._lock: IO[str] | None = None
         self.raw: Any = None
 
@@ -27,7 +31,7 @@ class Connection:
         """Wait (bounded) for other `ml` processes, then for anything else holding the file."""
         import duckdb
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_path()
         timeout = self.settings.lock_timeout_seconds
         deadline = time.monotonic() + timeout
         self._lock = _acquire_file_lock(self.path.with_name(self.path.name + ".lock"), deadline)
@@ -53,6 +57,25 @@ class Connection:
                 raise WarehouseError(
                     f"{self.path}: cannot open the DuckDB file ({one_line(exc)})"
                 ) from None
+
+    def _check_path(self) -> None:
+        """Before the lock file or any folder is created beside it."""
+        if self.path.exists():
+            if not self.path.is_file():
+                raise WarehouseError(
+                    f"{PATH}: {self.path} is not a regular file (expected a DuckDB database file)"
+                )
+            return
+        if not self.create:
+            raise WarehouseError(
+                f"{PATH}: {self.path} does not exist (`ml demo-data` or `dbt build` creates it)"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(
+                f"{PATH}: cannot create {self.path.parent} ({exc.strerror or one_line(exc)})"
+            ) from None
 
     def close(self) -> None:
         if self.raw is not None:
