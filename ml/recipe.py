@@ -22,6 +22,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -158,15 +159,43 @@ def _default_policy_shares() -> list[float]:
     return [round(i / 10, 1) for i in range(1, 11)]
 
 
+# Money amounts and head counts a campaign can have: beyond these the report's arithmetic
+# overflows or its axes collapse, and no real campaign comes near them.
+MAX_AMOUNT = 1e12
+MIN_CONTACT_COST = 1e-6
+MAX_POPULATION = 10**12
+_ECONOMICS_RANGES: dict[str, tuple[float, float, str]] = {
+    "value_per_conversion": (0, MAX_AMOUNT, "an amount of money"),
+    "cost_per_contact": (MIN_CONTACT_COST, MAX_AMOUNT, "an amount of money"),
+    "budget": (MIN_CONTACT_COST, MAX_AMOUNT, "an amount of money"),
+    "population": (1, MAX_POPULATION, "a number of customers"),
+}
+
+
 class Economics(_Strict):
     """What a contact costs and a conversion is worth, for the run report's "net value against
     budget" figure. `population` is the number of customers the figure plans for (default: the
     training population's rows); `budget`, when given, is marked on it."""
 
-    value_per_conversion: float = Field(ge=0, allow_inf_nan=False)
-    cost_per_contact: float = Field(gt=0, allow_inf_nan=False)
-    population: int | None = Field(default=None, ge=1)
-    budget: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    value_per_conversion: float = Field(allow_inf_nan=False)
+    cost_per_contact: float = Field(allow_inf_nan=False)
+    population: int | None = None
+    budget: float | None = Field(default=None, allow_inf_nan=False)
+
+    @field_validator("value_per_conversion", "cost_per_contact", "population", "budget")
+    @classmethod
+    def _in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        low, high, what = _ECONOMICS_RANGES[str(info.field_name)]
+        if not low <= value <= high:
+            raise ValueError(f"expected {what} from {_g(low)} to {_g(high)} (got {_g(value)})")
+        return value
+
+
+def _g(number: float) -> str:
+    """1e12, 1e-6, 0.05: short and exact enough for a bound or an out-of-range value."""
+    return f"{number:g}".replace("e+", "e").replace("e-0", "e-").replace("e0", "e")
 
 
 class EvaluationSpec(_Strict):

@@ -276,6 +276,40 @@ def test_evaluation_fields_are_checked(evaluation: dict, field: str) -> None:
         recipe_from_dict(_with_evaluation(**evaluation))
 
 
+@pytest.mark.parametrize(
+    ("economics", "field", "expected"),
+    [
+        # a tester's: the report's arithmetic overflowed, then matplotlib failed (exit 70)
+        ({"value_per_conversion": 1.0e306, "budget": 300.0}, "value_per_conversion",
+         "expected an amount of money from 0 to 1e12 (got 1e306)"),
+        ({"cost_per_contact": 1e-308}, "cost_per_contact",
+         "expected an amount of money from 1e-6 to 1e12 (got 1e-308)"),
+        ({"cost_per_contact": 2e12}, "cost_per_contact",
+         "expected an amount of money from 1e-6 to 1e12 (got 2e12)"),
+        ({"population": 10**30}, "population", "expected a number of customers from 1 to 1e12 (got 1e30)"),
+        ({"budget": 1e308}, "budget", "expected an amount of money from 1e-6 to 1e12 (got 1e308)"),
+        ({"budget": 1e-7}, "budget", "expected an amount of money from 1e-6 to 1e12 (got 1e-7)"),
+    ],
+)  # fmt: skip
+def test_evaluation_economics_are_amounts_a_campaign_can_have(
+    economics: dict, field: str, expected: str
+) -> None:
+    message = refused(
+        lambda: recipe_from_dict(_with_evaluation(economics={**ECONOMICS, **economics}), "r.yaml"),
+        RecipeError,
+    )
+    assert message == f"r.yaml: evaluation.economics.{field}: {expected}"
+
+
+def test_evaluation_economics_bounds_are_inclusive() -> None:
+    """The largest amounts and population, and the smallest cost, still pass (the report draws
+    them: tests/unit/test_report.py)."""
+    economics = {"value_per_conversion": 1e12, "cost_per_contact": 1e-6, "budget": 1e12}
+    spec = recipe_from_dict(_with_evaluation(economics={**economics, "population": 10**12}))
+    assert spec.evaluation.economics is not None
+    assert spec.evaluation.economics.population == 10**12
+
+
 def test_evaluation_economics_are_optional_and_kept_as_given() -> None:
     assert recipe_from_dict(_with_evaluation()).evaluation.economics is None
     economics = recipe_from_dict(

@@ -9,12 +9,14 @@ import base64
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ml import plots
+from ml.recipe import MAX_AMOUNT, MAX_POPULATION, MIN_CONTACT_COST
 from ml.report import (
     ChampionComparison,
     PolicyRow,
@@ -194,6 +196,25 @@ def test_net_value_plot_is_a_png_and_loads_matplotlib_lazily_without_pyplot():
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("value", [0.0, MAX_AMOUNT])
+@pytest.mark.parametrize("cost", [MIN_CONTACT_COST, MAX_AMOUNT])
+@pytest.mark.parametrize("population", [1, MAX_POPULATION])
+def test_net_value_plot_draws_the_recipe_bounds_without_warnings(value, cost, population):
+    """The corners of what a recipe's economics may be (ml/recipe.py) draw cleanly: beyond them
+    the arithmetic overflowed and matplotlib failed on a singular transform."""
+    shares = np.linspace(0.01, 1.0, 100)
+    gain = np.sqrt(shares) * 0.03 - shares * 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for budget in (MIN_CONTACT_COST, MAX_AMOUNT):
+            png = net_value_plot(
+                shares, gain, gain - 0.01, gain + 0.01, population=population,
+                value_per_conversion=value, cost_per_contact=cost,
+                random_gain=shares * gain[-1], budget=budget,
+            )  # fmt: skip
+            assert png.startswith(PNG_SIGNATURE)
 
 
 @pytest.mark.parametrize(
