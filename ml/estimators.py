@@ -228,6 +228,7 @@ def _check_xgboost_params(cls: type, params: dict[str, Any], where: str, named: 
         learner = cls(**{k: v for k, v in params.items() if not _holds_spec(v)}).get_xgb_params()
     except Exception as exc:  # noqa: BLE001 - the wrapper's own refusal is the recipe's
         raise _error(f"{where}: {cls.__name__} refuses its params: {one_line(exc, 160)}") from None
+    _check_xgboost_rounds(params, where)
     learner = {k: v for k, v in learner.items() if v is not None and k not in _XGB_FEATURE_BOUND}
     if str(learner.get("objective", "")).startswith("multi:") and "num_class" not in learner:
         learner["num_class"] = 2  # XGBClassifier sets it from the labels at fit
@@ -252,6 +253,23 @@ def _check_xgboost_params(cls: type, params: dict[str, Any], where: str, named: 
         verb = f"XGBoost (booster {train['booster']}, objective {train['objective']}) does not use"
         # suggest from the names this configuration does use: the wrapper's and the learner's
         raise _unknown(where, ordered, verb, named | _leaf_keys(config), listed=False)
+
+
+def _check_xgboost_rounds(params: dict[str, Any], where: str) -> None:
+    """The wrapper's own counts, which the learner probe never sees: XGBoost trains zero rounds
+    for `n_estimators` below 1 (a model of no trees, registered as if trained), and early
+    stopping needs a validation set, which `ml train` never passes (it fails at fit)."""
+    rounds = params.get("n_estimators")
+    if rounds is not None and not isinstance(rounds, bool) and rounds < 1:
+        raise _error(
+            f"{where}.params.n_estimators: expected at least 1 (got {_show(rounds)}): "
+            "XGBoost would train a model of no trees"
+        )
+    if params.get("early_stopping_rounds") is not None:
+        raise _error(
+            f"{where}.params.early_stopping_rounds: ml trains on the whole training split without "
+            "a validation set, so XGBoost cannot stop early; remove it (or tune n_estimators)"
+        )
 
 
 def _leaf_keys(config: Any) -> set[str]:

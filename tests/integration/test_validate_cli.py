@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_errors import one_line_error  # tests/integration/cli_errors.py
 from click.testing import CliRunner
 
 from ml.cli import main
@@ -231,6 +232,108 @@ def test_bad_recipe(run, root: Path, case: str, base: str, path: str, value, exp
     result = run("validate", "--recipe", recipe_path)
     _assert_one_line_error(result, re.escape(recipe_path) + ": " + expected)
     _assert_nothing_written(run.tmp)
+
+
+# Knowable from the recipe, the config and the manifest: refused by `ml validate`, and by
+# `ml train` before it creates its MLflow run (none is left FAILED, nothing is registered).
+# (id, base recipe, field path, new value, expected error after "bad.yaml: ")
+BEFORE_RUN = [
+    (
+        "xgboost-no-rounds",
+        "conversion_xgb",
+        "model.params.n_estimators",
+        -5,
+        r"model\.params\.n_estimators: expected at least 1 \(got -5\): XGBoost would train a "
+        r"model of no trees$",
+    ),
+    (
+        "nested-xgboost-no-rounds",
+        "xgboost_x_learner",
+        "model.params.cate_models.params.n_estimators",
+        0,
+        r"model\.params\.cate_models\.params\.n_estimators: expected at least 1 \(got 0\)",
+    ),
+    (
+        "economics-overflow",
+        "xgboost_x_learner",
+        "evaluation.economics",
+        {"value_per_conversion": 1.0e306, "cost_per_contact": 0.05, "budget": 300.0},
+        r"evaluation\.economics\.value_per_conversion: expected an amount of money from 0 to "
+        r"1e12 \(got 1e306\)$",
+    ),
+    (
+        "economics-beyond-every-bound",
+        "xgboost_x_learner",
+        "evaluation.economics",
+        {
+            "value_per_conversion": 1e308,
+            "cost_per_contact": 1e-308,
+            "population": 10**30,
+            "budget": 1e308,
+        },
+        r"evaluation\.economics\.value_per_conversion: expected an amount of money from 0 to "
+        r"1e12 \(got 1e308\) \(\+3 more\)$",
+    ),
+    (
+        "economics-population",
+        "xgboost_x_learner",
+        "evaluation.economics.population",
+        10**30,
+        r"evaluation\.economics\.population: expected a number of customers from 1 to 1e12 "
+        r"\(got 1e30\)$",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def train_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One MLflow store for the module's `ml train` cases: none of them may create a run."""
+    base = tmp_path_factory.mktemp("train-store")
+    return {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+        "ML_ARTIFACT_LOCATION": str(base / "artifacts"),
+    }
+
+
+def _runs(tracking_uri: str) -> list[str]:
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments], run_view_type=ViewType.ALL, max_results=1000
+    )
+    models = client.search_registered_models()
+    return [r.info.run_id for r in runs] + [m.name for m in models]
+
+
+@pytest.mark.parametrize(
+    ("case", "base", "path", "value", "expected"), BEFORE_RUN, ids=[c[0] for c in BEFORE_RUN]
+)
+def test_refused_by_validate_and_by_train_before_its_run(
+    run,
+    root: Path,
+    train_store: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    base: str,
+    path: str,
+    value,
+    expected: str,
+) -> None:
+    recipe_path = _write(run.tmp, _mutate(_recipe(root, base), path, value))
+    expected = re.escape(recipe_path) + ": " + expected
+    _assert_one_line_error(run("validate", "--recipe", recipe_path), expected)
+    _assert_nothing_written(run.tmp)
+
+    for name, setting in train_store.items():
+        monkeypatch.setenv(name, setting)
+    result = run("train", "--recipe", recipe_path)
+    assert result.exit_code == 2, result.output
+    assert re.match(r"^Error: " + expected, one_line_error(result)), result.output
+    assert _runs(train_store["MLFLOW_TRACKING_URI"]) == [], "no MLflow run, nothing registered"
+    assert not (run.tmp / "wh").exists(), "train must not have read the warehouse"
 
 
 def test_recipe_file_missing(run) -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from econml.metalearners import XLearner
 from sklearn.ensemble import RandomForestRegressor
-from xgboost import XGBClassifier, XGBRegressor
+from xgboost import XGBClassifier, XGBRegressor, XGBRFClassifier
 
 from ml import estimators
 from ml.errors import ConfigError, RecipeError
@@ -211,6 +211,27 @@ def test_xgboost_refuses_bad_values_at_validate_time() -> None:
         check_params(XGBRegressor, {"booster": "dart", "rate_drop": "lots"}, WHERE)
     with _raises(r"model.params.objective: XGBoost refuses it: Unknown objective"):
         check_params(XGBRegressor, {"objective": "reg:nope"}, WHERE)
+
+
+@pytest.mark.parametrize("rounds", [-5, 0])
+@pytest.mark.parametrize("cls", [XGBClassifier, XGBRegressor, XGBRFClassifier])
+def test_xgboost_needs_at_least_one_round(cls: type, rounds: int) -> None:
+    """Below 1, XGBoost trained a model of no trees, and `ml train` registered it."""
+    with _raises(r"^recipes/x\.yaml: model\.params\.n_estimators: expected at least 1 ") as exc:
+        check_params(cls, {"n_estimators": rounds, "max_depth": 2}, WHERE)
+    assert _one_line(exc).endswith(f"(got {rounds}): XGBoost would train a model of no trees")
+    check_params(cls, {"n_estimators": 1}, WHERE)
+
+
+def test_xgboost_rounds_are_checked_in_nested_learners() -> None:
+    nested = {"class_path": "xgboost.XGBRegressor", "params": {"n_estimators": -5}}
+    with _raises(r"^recipes/x\.yaml: model\.params\.cate_models\.params\.n_estimators: expected"):
+        check_params(XLearner, {"models": nested | {"params": {}}, "cate_models": nested}, WHERE)
+
+
+def test_xgboost_early_stopping_is_refused_as_ml_passes_no_validation_set() -> None:
+    with _raises(r"model\.params\.early_stopping_rounds: ml trains .* without a validation set"):
+        check_params(XGBClassifier, {"early_stopping_rounds": 10}, WHERE)
 
 
 def test_the_xgboost_check_fails_closed_if_it_cannot_see_unused_names(
