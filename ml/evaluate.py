@@ -9,6 +9,7 @@ import numpy as np
 
 from ml import metrics as m
 from ml.errors import RecipeError, TrainingError
+from ml.policy import share_label
 from ml.recipe import Economics, EvaluationSpec
 
 CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -19,6 +20,37 @@ class Evaluation:
     metrics: dict[str, float]
     tables: dict[str, Any] = field(default_factory=dict)  # JSON artifacts
     plots: dict[str, bytes] = field(default_factory=dict)  # PNG artifacts
+
+
+_TASK_METRICS = {
+    "classification": ["roc_auc", "log_loss", "accuracy"],
+    "regression": ["rmse", "mae", "r2"],
+}
+_UPLIFT_METRICS = [
+    "qini_coefficient",
+    "auuc_normalized",
+    "uplift_at_10",
+    "uplift_at_20",
+    "uplift_at_30",
+    "ate_estimated",
+    "ate_observed",
+]
+
+
+def logged_metrics(task: str, spec: EvaluationSpec | None = None) -> list[str]:
+    """Every metric name `evaluate` returns for this task and spec, before `wanted` narrows them:
+    what a recipe's `evaluation.metrics` may name, known before any data is read."""
+    if task != "uplift":
+        return list(_TASK_METRICS[task])
+    spec = spec or EvaluationSpec()
+    shares = sorted({*spec.policy_shares, spec.decision_share})
+    names = [
+        *_UPLIFT_METRICS,
+        *(f"{kind}_gain_at_{share_label(s)}" for s in shares for kind in ("policy", "random")),
+        "treat_all_gain",
+        "blp_slope",
+    ]
+    return [f"{name}{suffix}" for name in names for suffix in ("", *CI_SUFFIXES)]
 
 
 def evaluate(

@@ -6,14 +6,18 @@ validate accepts is what they act on.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ml.dbt import DbtModel, DbtProject
 from ml.errors import RecipeError
 from ml.estimators import Task, check_params, import_class, task_of
+from ml.evaluate import CI_SUFFIXES, logged_metrics
 from ml.kinds import FEATURE_KINDS, NUMERIC_KINDS, declared_kind
 from ml.recipe import Recipe
+from ml.textio import elide
 
 _CONTEXT_KINDS = {
     "str": {"string"},
@@ -60,6 +64,9 @@ class Plan:
         cols = [*d.entity_keys, *self.filter_columns.values(), d.target]
         if d.treatment:
             cols.append(d.treatment)
+        split = self.recipe.split
+        if split.method == "column" and split.column:
+            cols.append(split.column)
         return _unique([*cols, *self.features])
 
 
@@ -101,6 +108,9 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
             raise RecipeError(
                 f"{label}: data.treatment: column '{d.treatment}' of {train.name} is {train_kinds[d.treatment]}; expected int (0/1) or bool"
             )
+
+    _check_split(recipe, train, train_kinds, label)
+    _check_metrics(recipe, task, label)
 
     for name, param in recipe.context.items():
         column = param.column or name
@@ -146,6 +156,62 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
                 f"{label}: data.features: column '{f}' is {train_kinds[f]} in {train.name} but {score_kinds[f]} in {score.name}"
             )
     return Plan(recipe, label, task, train, score, features, train_kinds, tuple(allowed))
+
+
+def _check_split(recipe: Recipe, train: DbtModel, kinds: dict[str, str], label: str) -> None:
+    """A column split reads a column of the training model, and its test values are of that
+    column's kind: a value of another kind can never match, so the test split would be empty."""
+    split = recipe.split
+    if split.method != "column" or not split.column:
+        return
+    _need(train, kinds, split.column, f"{label}: split.column")
+    kind = kinds[split.column]
+    accepts, expected = _SPLIT_VALUES[kind]
+    for value in split.test_values or []:
+        if value is not None and not accepts(value):
+            raise RecipeError(
+                f"{label}: split.test_values: {elide(repr(value), 60)} can never match column "
+                f"'{split.column}' of {train.name}, which is {kind} (expected {expected})"
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_SPLIT_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "string": (lambda v: isinstance(v, str), "strings"),
+    "int": (lambda v: _is_number(v) and float(v).is_integer(), "integers"),
+    "float": (_is_number, "numbers"),
+    "decimal": (_is_number, "numbers"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "date": (
+        lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime),
+        "dates, unquoted YYYY-MM-DD",
+    ),
+    "timestamp": (lambda v: isinstance(v, dt.datetime), "timestamps, unquoted YYYY-MM-DD HH:MM:SS"),
+}
+
+
+def _check_metrics(recipe: Recipe, task: Task, label: str) -> None:
+    """`evaluation.metrics` keeps metrics a run of this task logs (evaluate would refuse the
+    others only after fitting, inside the run)."""
+    wanted = recipe.evaluation.metrics or []
+    logged = logged_metrics(task, recipe.evaluation)
+    unknown = [name for name in wanted if name not in logged]
+    if unknown:
+        names = [n for n in logged if not n.endswith(CI_SUFFIXES)]
+        listed = [n for n in names if not n.startswith(("policy_gain_at_", "random_gain_at_"))]
+        pcts = [n.removeprefix("policy_gain_at_") for n in names if n.startswith("policy_gain_at_")]
+        if pcts:
+            listed.append(
+                f"policy_gain_at_<pct> and random_gain_at_<pct> for pct {', '.join(pcts)}"
+            )
+        article = "an" if task[0] in "aeiou" else "a"
+        raise RecipeError(
+            f"{label}: evaluation.metrics: unknown metric {elide(repr(unknown[0]), 60)} for "
+            f"{article} {task} model (available: {elide(', '.join(listed), 240)})"
+        )
 
 
 def _model(project: DbtProject, name: str, where: str) -> DbtModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -239,6 +240,37 @@ def test_bad_recipe(run, root: Path, case: str, base: str, path: str, value, exp
 # (id, base recipe, field path, new value, expected error after "bad.yaml: ")
 BEFORE_RUN = [
     (
+        "metric-unknown",
+        "conversion_xgb",
+        "evaluation",
+        {"metrics": ["nope_metric"]},
+        r"evaluation\.metrics: unknown metric 'nope_metric' for a classification model "
+        r"\(available: roc_auc, log_loss, accuracy\)$",
+    ),
+    (
+        "metric-of-another-task",
+        "xgboost_x_learner",
+        "evaluation.metrics",
+        ["qini_coefficient", "roc_auc"],
+        r"evaluation\.metrics: unknown metric 'roc_auc' for an uplift model \(available: "
+        r"qini_coefficient, .*policy_gain_at_<pct> and random_gain_at_<pct> for pct 10, 20, ",
+    ),
+    (
+        "split-column-unknown",
+        "conversion_xgb",
+        "split",
+        {"method": "column", "column": "nope", "test_values": ["a"]},
+        r"split\.column: column 'nope' is not in the contract of dbt model train_uplift$",
+    ),
+    (
+        "split-values-of-another-kind",
+        "conversion_xgb",
+        "split",
+        {"method": "column", "column": "age", "test_values": [30, "forty"]},
+        r"split\.test_values: 'forty' can never match column 'age' of train_uplift, which is "
+        r"int \(expected integers\)$",
+    ),
+    (
         "xgboost-no-rounds",
         "conversion_xgb",
         "model.params.n_estimators",
@@ -334,6 +366,45 @@ def test_refused_by_validate_and_by_train_before_its_run(
     assert re.match(r"^Error: " + expected, one_line_error(result)), result.output
     assert _runs(train_store["MLFLOW_TRACKING_URI"]) == [], "no MLflow run, nothing registered"
     assert not (run.tmp / "wh").exists(), "train must not have read the warehouse"
+
+
+@pytest.mark.parametrize(
+    ("base", "changes"),
+    [
+        ("conversion_xgb", {"evaluation": {"metrics": ["roc_auc", "log_loss"]}}),
+        (
+            "xgboost_x_learner",
+            {
+                "evaluation": {
+                    "policy_shares": [0.125],
+                    "metrics": ["qini_coefficient_ci_low", "policy_gain_at_12_5", "blp_slope"],
+                }
+            },
+        ),
+        # a column no feature, key or context reads is loaded for the split
+        ("conversion_xgb", {"split": {"method": "column", "column": "as_of_date",
+                                      "test_values": [datetime.date(2026, 9, 1)]}}),
+        ("conversion_xgb", {"split": {"method": "column", "column": "monetary_30d",
+                                      "test_values": [0, 12.5]}}),
+    ],
+)  # fmt: skip
+def test_valid_metrics_and_column_splits_pass(run, root: Path, base: str, changes: dict) -> None:
+    recipe_path = _write(run.tmp, _recipe(root, base) | changes)
+    result = run("validate", "--recipe", recipe_path)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_column_split_reads_its_column(run, root: Path) -> None:
+    """ml train reads the plan's columns: a split column outside them was 'not loaded'."""
+    from ml.config import load_settings
+    from ml.dbt import DbtProject
+    from ml.plan import plan
+    from ml.recipe import load_recipe
+
+    split = {"method": "column", "column": "as_of_date", "test_values": [datetime.date(2026, 9, 1)]}
+    recipe_path = _write(run.tmp, _recipe(root, "conversion_xgb") | {"split": split})
+    p = plan(load_recipe(recipe_path), recipe_path, DbtProject(load_settings(root=root)))
+    assert "as_of_date" in p.train_columns and "as_of_date" not in p.features
 
 
 def test_recipe_file_missing(run) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from ml import metrics, policy
 from ml.errors import RecipeError, TrainingError
-from ml.evaluate import evaluate
+from ml.evaluate import evaluate, logged_metrics
 from ml.recipe import EvaluationSpec
 
 # Six rows in score order, two campaigns (p = 0.5 and p = 0.25):
@@ -236,6 +236,26 @@ def test_wanted_metrics_keep_their_intervals():
     with pytest.raises(RecipeError, match="unknown metric 'qini'") as info:
         evaluate("uplift", y, x, t, propensity=p, spec=spec, plots=False, wanted=["qini"])
     assert "_ci_low" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        EvaluationSpec(bootstrap_replicates=50),
+        EvaluationSpec(bootstrap_replicates=50, policy_shares=[0.125, 0.5], decision_share=0.25),
+    ],
+)
+def test_logged_metrics_are_the_names_evaluate_logs(spec):
+    """What `ml validate` lets `evaluation.metrics` name, known before any data is read."""
+    y, t, p, x = _experiment(600, seed=11)
+    uplift = evaluate("uplift", y, x, t, propensity=p, spec=spec, plots=False)
+    assert sorted(logged_metrics("uplift", spec)) == sorted(uplift.metrics)
+    y01 = (x > 0.5).astype(float)
+    classification = evaluate("classification", y01, x, plots=False)
+    assert sorted(logged_metrics("classification", spec)) == sorted(classification.metrics)
+    assert sorted(logged_metrics("regression", spec)) == sorted(
+        evaluate("regression", y, x).metrics
+    )
 
 
 def test_evaluate_refuses_a_bad_propensity():
