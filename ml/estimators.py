@@ -85,6 +85,47 @@ def task_of(cls: type) -> Task:
     return "regression"
 
 
+def check_task(
+    class_path: str,
+    params: dict[str, Any],
+    task: Task,
+    where: str,
+    allowed_modules: Sequence[str] | None = None,
+) -> None:
+    """The estimator, built unfitted with the recipe's params, can do its task: a regressor for
+    regression, a classifier with predict_proba for classification (an XGBoost objective that
+    predicts what the task scores), and for uplift each nuisance model EconML's parameter names
+    a role for. `check_params` has passed: every class path is allowed and every param taken."""
+    if task == "uplift":
+        _check_nuisance_models(class_path, params, where, allowed_modules)
+        return
+    estimator = build(class_path, params, None, where, allowed_modules)
+    role: Role = "classifier" if task == "classification" else "regressor"
+    _check_role(estimator, role, where, class_path, None)
+
+
+def _check_nuisance_models(
+    class_path: str, params: dict[str, Any], where: str, allowed_modules: Sequence[str] | None
+) -> None:
+    cls = import_class(class_path, f"{where}.class_path", allowed_modules)
+    accepted = _constructor_params(cls)[0]
+    for name, value in params.items():
+        role = _nuisance_role(name, params)
+        specs = value if isinstance(value, list) else [value]
+        if role is None or not any(_is_spec(spec) for spec in specs):
+            continue
+        owner = f"{cls.__name__}'s {name}"
+        flag = _ROLE_FLAGS.get(name)
+        if flag in accepted:  # say why: the flag decides the role
+            owner += f" ({flag}: {'true' if params.get(flag) is True else 'false'})"
+        for i, spec in enumerate(specs):
+            if _is_spec(spec):
+                path = f"{where}.params.{name}" + (f"[{i}]" if isinstance(value, list) else "")
+                inner = dict(spec.get("params") or {})
+                estimator = build(spec["class_path"], inner, None, path, allowed_modules)
+                _check_role(estimator, role, path, spec["class_path"], owner)
+
+
 def check_params(
     cls: type, params: dict[str, Any], where: str, allowed_modules: Sequence[str] | None = None
 ) -> None:
@@ -315,6 +356,110 @@ def _check_sklearn_constraints(cls: type, params: dict[str, Any], where: str) ->
                 )
             except InvalidParameterError as exc:
                 raise _error(f"{where}.params.{name}: {elide(str(exc), 200)}") from None
+
+
+# -- what a task needs of its estimator --------------------------------------------------------
+
+Role = Literal["regressor", "classifier"]
+# EconML's names for the models inside an uplift estimator: outcome models (classifiers when
+# `discrete_outcome`), treatment models (classifiers; model_t only when `discrete_treatment`)
+# and final CATE models; a model a name does not cover is left to EconML.
+_OUTCOME_MODELS = {"models", "overall_model", "model_regression", "model_y"}
+_PROPENSITY_MODELS = {"propensity_model", "model_propensity"}
+_CATE_MODELS = {"cate_models", "final_models", "model_final"}
+_ROLE_FLAGS = {
+    "model_t": "discrete_treatment",
+    **{name: "discrete_outcome" for name in _OUTCOME_MODELS},
+}
+# what the XGBoost objective predicts: a probability of the binary target, or something no
+# regression target is (class labels or probabilities per class, a ranking score)
+_PROBABILITY_OBJECTIVES = ("binary:logistic", "reg:logistic")
+_NOT_A_VALUE = {"multi:": "one score per class", "rank:": "a ranking score"}
+
+
+def _nuisance_role(name: str, params: dict[str, Any]) -> Role | None:
+    if name in _PROPENSITY_MODELS:
+        return "classifier"
+    if name == "model_t":
+        return "classifier" if params.get("discrete_treatment") is True else "regressor"
+    if name in _OUTCOME_MODELS:
+        return "classifier" if params.get("discrete_outcome") is True else "regressor"
+    return "regressor" if name in _CATE_MODELS else None
+
+
+def _check_role(
+    estimator: Any,
+    role: Role,
+    where: str,
+    class_path: str,
+    owner: str | None,
+) -> None:
+    """`owner` names the uplift estimator's parameter the model fills; None for the recipe's
+    own model, whose task follows from its class (`task_of`), so any other estimator type is
+    refused there, while a nuisance model scikit-learn does not tag is left to EconML."""
+    kind = _estimator_kind(estimator)
+    needs = "a classifier with predict_proba" if role == "classifier" else "a regressor"
+    shown = _show(class_path)
+    if kind != role and (owner is None or kind is not None):
+        what = _describe_kind(kind, estimator)
+        rule = f"{owner} must be {needs}" if owner else _ANY_MODEL
+        raise _error(f"{where}.class_path: {shown} is {what}; {rule}")
+    subject = owner or f"a {'classification' if role == 'classifier' else 'regression'} model"
+    method = "predict_proba" if role == "classifier" else "predict"
+    if not callable(getattr(estimator, method, None)):
+        probability = "probability" in _constructor_params(type(estimator))[0]
+        hint = f" (set {where.rpartition(': ')[2]}.params.probability: true)" if probability else ""
+        raise _error(
+            f"{where}.class_path: {shown} has no {method} with these params; {subject} must be "
+            f"{needs}{hint}"
+        )
+    if _is_xgboost_model(type(estimator)):
+        _check_objective(getattr(estimator, "objective", None), role, where, subject)
+
+
+_ANY_MODEL = (
+    "a recipe's model must be a regressor, a classifier with predict_proba, or an uplift "
+    "estimator (EconML)"
+)
+
+
+def _describe_kind(kind: str | None, estimator: Any) -> str:
+    if kind is not None:
+        name = kind.replace("_", " ")
+        return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    if not callable(getattr(estimator, "predict", None)):
+        return "not a predictor (it has no predict method)"
+    return "neither a regressor nor a classifier (scikit-learn tags it as neither)"
+
+
+def _check_objective(objective: Any, role: Role, where: str, subject: str) -> None:
+    if not isinstance(objective, str):  # None: the class's default, which fits its kind
+        return
+    if role == "classifier" and objective not in _PROBABILITY_OBJECTIVES:
+        raise _error(
+            f"{where}.params.objective: {_show(objective)} does not predict the probability of "
+            f"a binary target, which {subject} scores; use binary:logistic (the default) or "
+            "reg:logistic"
+        )
+    predicts = next((v for k, v in _NOT_A_VALUE.items() if objective.startswith(k)), None)
+    if role == "regressor" and predicts:
+        raise _error(
+            f"{where}.params.objective: {_show(objective)} predicts {predicts}, not the target's "
+            f"value, which {subject} predicts; use a regression objective such as "
+            "reg:squarederror (binary:logistic for a probability)"
+        )
+
+
+def _estimator_kind(estimator: Any) -> str | None:
+    """scikit-learn's estimator type (regressor, classifier, clusterer, ...), else the legacy
+    `_estimator_type` attribute a class outside scikit-learn may set, else None."""
+    try:
+        from sklearn.utils import get_tags
+
+        kind = get_tags(estimator).estimator_type
+    except Exception:  # noqa: BLE001 - classes outside scikit-learn may have no tags at all
+        kind = getattr(estimator, "_estimator_type", None)
+    return kind if isinstance(kind, str) else None
 
 
 # -- nested specs ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from ml.dbt import DbtModel, DbtProject
 from ml.errors import RecipeError
-from ml.estimators import Task, check_params, import_class, task_of
+from ml.estimators import Task, check_params, check_task, import_class, task_of
 from ml.evaluate import CI_SUFFIXES, logged_metrics
 from ml.kinds import FEATURE_KINDS, NUMERIC_KINDS, declared_kind
 from ml.recipe import Recipe
@@ -80,6 +80,7 @@ def plan(recipe: Recipe, label: str, project: DbtProject) -> Plan:
         )
     check_params(cls, recipe.model.params, f"{label}: model", allowed)
     task = task_of(cls)
+    check_task(recipe.model.class_path, recipe.model.params, task, f"{label}: model", allowed)
     if task == "uplift" and not d.treatment:
         raise RecipeError(
             f"{label}: data.treatment: required for the uplift estimator {recipe.model.class_path}"

@@ -238,7 +238,51 @@ def test_bad_recipe(run, root: Path, case: str, base: str, path: str, value, exp
 # Knowable from the recipe, the config and the manifest: refused by `ml validate`, and by
 # `ml train` before it creates its MLflow run (none is left FAILED, nothing is registered).
 # (id, base recipe, field path, new value, expected error after "bad.yaml: ")
+ANY_MODEL = (
+    r"a recipe's model must be a regressor, a classifier with predict_proba, or an uplift "
+    r"estimator \(EconML\)$"
+)
 BEFORE_RUN = [
+    (
+        "estimator-without-predict",
+        "conversion_xgb",
+        "model",
+        {"class_path": "sklearn.decomposition.PCA"},
+        r"model\.class_path: 'sklearn\.decomposition\.PCA' is not a predictor \(it has no "
+        r"predict method\); " + ANY_MODEL,
+    ),
+    (
+        "estimator-a-clusterer",
+        "conversion_xgb",
+        "model",
+        {"class_path": "sklearn.cluster.KMeans", "params": {"n_clusters": 2}},
+        r"model\.class_path: 'sklearn\.cluster\.KMeans' is a clusterer; " + ANY_MODEL,
+    ),
+    (
+        "classifier-without-probabilities",
+        "conversion_xgb",
+        "model",
+        {"class_path": "sklearn.svm.SVC", "params": {"probability": False}},
+        r"model\.class_path: 'sklearn\.svm\.SVC' has no predict_proba with these params; a "
+        r"classification model must be a classifier with predict_proba \(set "
+        r"model\.params\.probability: true\)$",
+    ),
+    (
+        "xgboost-classifier-regression-objective",
+        "conversion_xgb",
+        "model.params.objective",
+        "reg:squarederror",
+        r"model\.params\.objective: 'reg:squarederror' does not predict the probability of a "
+        r"binary target, which a classification model scores; use binary:logistic",
+    ),
+    (
+        "uplift-propensity-regression-objective",
+        "xgboost_x_learner",
+        "model.params.propensity_model.params.objective",
+        "reg:squarederror",
+        r"model\.params\.propensity_model\.params\.objective: 'reg:squarederror' does not "
+        r"predict the probability of a binary target, which XLearner's propensity_model scores",
+    ),
     (
         "metric-unknown",
         "conversion_xgb",

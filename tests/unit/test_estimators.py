@@ -4,6 +4,7 @@ checked against what the estimator really uses, including XGBoost's **kwargs and
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import types
 from pathlib import Path
@@ -16,7 +17,14 @@ from xgboost import XGBClassifier, XGBRegressor, XGBRFClassifier
 
 from ml import estimators
 from ml.errors import ConfigError, RecipeError
-from ml.estimators import DEFAULT_ALLOWED_MODULES, build, check_allowed, check_params, import_class
+from ml.estimators import (
+    DEFAULT_ALLOWED_MODULES,
+    build,
+    check_allowed,
+    check_params,
+    check_task,
+    import_class,
+)
 from ml.textio import MAX_MESSAGE
 
 WHERE = "recipes/x.yaml: model"
@@ -333,6 +341,92 @@ def test_long_values_are_elided() -> None:
     _one_line(exc)
 
 
+# -- what the task needs of the estimator ------------------------------------------------------
+
+ANY_MODEL = (
+    "a recipe's model must be a regressor, a classifier with predict_proba, or an uplift "
+    "estimator (EconML)"
+)
+XGB_REGRESSOR = {"class_path": "xgboost.XGBRegressor", "params": {"n_estimators": 5}}
+
+
+@pytest.mark.parametrize(
+    ("class_path", "params", "expected"),
+    [
+        # no predict: it failed after training
+        ("sklearn.decomposition.PCA", {},
+         f"model.class_path: 'sklearn.decomposition.PCA' is not a predictor (it has no predict method); {ANY_MODEL}"),
+        # it trained and was registered as a regression model
+        ("sklearn.cluster.KMeans", {"n_clusters": 2},
+         f"model.class_path: 'sklearn.cluster.KMeans' is a clusterer; {ANY_MODEL}"),
+        ("sklearn.mixture.GaussianMixture", {},
+         f"model.class_path: 'sklearn.mixture.GaussianMixture' is a density estimator; {ANY_MODEL}"),
+        ("xgboost.XGBRanker", {},
+         "model.class_path: 'xgboost.XGBRanker' is neither a regressor nor a classifier"),
+        # classifiers without class probabilities failed when scoring the test split
+        ("sklearn.svm.SVC", {"probability": False},
+         "model.class_path: 'sklearn.svm.SVC' has no predict_proba with these params; a "
+         "classification model must be a classifier with predict_proba (set model.params.probability: true)"),
+        ("sklearn.linear_model.RidgeClassifier", {},
+         f"model.class_path: 'sklearn.linear_model.RidgeClassifier' is a classifier; {ANY_MODEL}"),
+        # the evaluation failed: "proba must lie in [0, 1]"
+        ("xgboost.XGBClassifier", {"objective": "reg:squarederror"},
+         "model.params.objective: 'reg:squarederror' does not predict the probability of a "
+         "binary target, which a classification model scores; use binary:logistic (the default) or reg:logistic"),
+        ("xgboost.XGBClassifier", {"objective": "multi:softprob"}, "model.params.objective: 'multi:softprob' does not"),
+        ("xgboost.XGBRegressor", {"objective": "multi:softmax"},
+         "model.params.objective: 'multi:softmax' predicts one score per class, not the target's value"),
+        ("xgboost.XGBRegressor", {"objective": "rank:pairwise"},
+         "model.params.objective: 'rank:pairwise' predicts a ranking score"),
+        # uplift: the nuisance models EconML names a role for
+        ("econml.metalearners.XLearner",
+         {"models": XGB_REGRESSOR, "propensity_model": {"class_path": "sklearn.linear_model.Ridge"}},
+         "model.params.propensity_model.class_path: 'sklearn.linear_model.Ridge' is a regressor; "
+         "XLearner's propensity_model must be a classifier with predict_proba"),
+        ("econml.metalearners.XLearner",
+         {"models": XGB_REGRESSOR, "propensity_model": {"class_path": "xgboost.XGBClassifier",
+                                                        "params": {"objective": "reg:squarederror"}}},
+         "model.params.propensity_model.params.objective: 'reg:squarederror' does not predict the "
+         "probability of a binary target, which XLearner's propensity_model scores"),
+        ("econml.metalearners.TLearner", {"models": [XGB_REGRESSOR, {"class_path": "xgboost.XGBClassifier"}]},
+         "model.params.models[1].class_path: 'xgboost.XGBClassifier' is a classifier; TLearner's "
+         "models must be a regressor"),
+        ("econml.dml.CausalForestDML",
+         {"model_y": XGB_REGRESSOR, "model_t": {"class_path": "xgboost.XGBClassifier"}},
+         "model.params.model_t.class_path: 'xgboost.XGBClassifier' is a classifier; "
+         "CausalForestDML's model_t (discrete_treatment: false) must be a regressor"),
+    ],
+)  # fmt: skip
+def test_an_estimator_that_cannot_do_its_task_is_refused(
+    class_path: str, params: dict, expected: str
+) -> None:
+    task = estimators.task_of(import_class(class_path, "model.class_path"))
+    with _raises("^" + re.escape(f"{WHERE}{expected.removeprefix('model')}")) as exc:
+        check_params(import_class(class_path, "model.class_path"), params, WHERE)
+        check_task(class_path, params, task, WHERE)
+    _one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("class_path", "params"),
+    [
+        ("sklearn.svm.SVC", {"probability": True}),
+        ("sklearn.linear_model.LogisticRegression", {}),
+        ("sklearn.linear_model.Ridge", {}),
+        ("xgboost.XGBClassifier", {"objective": "reg:logistic"}),
+        ("xgboost.XGBRegressor", {"objective": "count:poisson"}),
+        ("xgboost.XGBRegressor", {"objective": "binary:logistic"}),
+        ("econml.dml.CausalForestDML",
+         {"model_y": XGB_REGRESSOR, "model_t": {"class_path": "sklearn.svm.SVC", "params": {"probability": True}},
+          "discrete_treatment": True}),
+        ("econml.dr.DRLearner",
+         {"model_regression": {"class_path": "sklearn.linear_model.LogisticRegression"}, "discrete_outcome": True}),
+    ],
+)  # fmt: skip
+def test_estimators_that_can_do_their_task_pass(class_path: str, params: dict) -> None:
+    check_task(class_path, params, estimators.task_of(import_class(class_path, "m")), WHERE)
+
+
 # -- the demo recipes and config -------------------------------------------------------------
 
 
@@ -365,6 +459,8 @@ def test_every_recipe_in_the_repo_is_accepted(recipe_file: Path) -> None:
     recipe = load_recipe(recipe_file)
     cls = import_class(recipe.model.class_path, f"{recipe_file.name}: model.class_path")
     check_params(cls, recipe.model.params, f"{recipe_file.name}: model")
+    task = estimators.task_of(cls)
+    check_task(recipe.model.class_path, recipe.model.params, task, f"{recipe_file.name}: model")
 
 
 def test_the_default_allowlist_is_the_same_in_code_config_and_base_yaml(root: Path) -> None:
