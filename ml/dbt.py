@@ -138,12 +138,20 @@ class DbtProject:
             return shared[0]
         if not own_fresh:
             self.parse()
+        manifest = self._read_own()
+        databases = _databases(manifest)
+        if own_fresh and databases and databases != {self._database()}:
+            self.parse()  # parsed against another DuckDB file or BigQuery project
+            manifest = self._read_own()
+        self._results = None  # read from ml's own target folder when needed
+        return manifest
+
+    def _read_own(self) -> dict[str, Any]:
         try:
             with self._locked():
                 manifest: dict[str, Any] = json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as exc:
             raise DbtError(f"{self.manifest_path}: cannot read the dbt manifest ({exc})") from None
-        self._results = None  # read from ml's own target folder when needed
         return manifest
 
     def _shared_artifacts(
@@ -170,11 +178,7 @@ class DbtProject:
             return None  # absent, or being written by a running dbt
         invocation = (manifest.get("metadata") or {}).get("invocation_id")
         args = results.get("args") or {}
-        databases = {
-            n.get("database")
-            for n in (manifest.get("nodes") or {}).values()
-            if n.get("resource_type") == "model"
-        }
+        databases = _databases(manifest)
         if (
             not invocation
             or (results.get("metadata") or {}).get("invocation_id") != invocation
@@ -287,6 +291,15 @@ def _model_from_node(node: dict[str, Any]) -> DbtModel:
         raw_code=node.get("raw_code", ""),
         depends_on=tuple((node.get("depends_on") or {}).get("nodes", [])),
     )
+
+
+def _databases(manifest: dict[str, Any]) -> set[str | None]:
+    """The databases the manifest's models are named in (one: the file or project parsed for)."""
+    return {
+        n.get("database")
+        for n in (manifest.get("nodes") or {}).values()
+        if n.get("resource_type") == "model"
+    }
 
 
 def _first_failure(result: Any, log: str | None = None) -> str:

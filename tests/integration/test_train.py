@@ -646,6 +646,32 @@ def test_compiled_sql_is_reused_from_the_last_dbt_invocation(settings, monkeypat
     assert DbtProject(settings).recorded_sql("train_uplift") is None
 
 
+def test_mls_own_manifest_is_parsed_again_for_another_duckdb_file(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """ml's own manifest names relations in the file it was parsed against: pointed at
+    another DuckDB file (ML_DUCKDB_PATH), ml parses again instead of looking for them there."""
+    from ml.dbt import DbtProject
+    from ml.warehouse import database_name
+
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "no-dbt-run"))  # ml's own only
+    project = DbtProject(settings)
+    project.manifest()
+    manifest = json.loads(project.manifest_path.read_text())
+    for node in manifest["nodes"].values():
+        node["database"] = "other_file"  # as if parsed while another file was configured
+    project.manifest_path.write_text(json.dumps(manifest))  # newer than every project file
+
+    again = DbtProject(settings)
+    parses: list[int] = []
+    parse = again.parse
+    monkeypatch.setattr(again, "parse", lambda: (parses.append(1), parse())[-1])
+    models = [n for n in again.manifest()["nodes"].values() if n["resource_type"] == "model"]
+    assert parses == [1]
+    assert {n["database"] for n in models} == {database_name(settings)}
+    assert DbtProject(settings).manifest()["nodes"] and parses == [1]  # fresh and right now
+
+
 def test_dbts_own_artifacts_are_reused_for_the_same_target(settings, tmp_path, monkeypatch) -> None:
     """After `dbt compile/build --target dev` in dbt's own target folder, `ml` reads that
     manifest and compiled SQL rather than parsing the project again; not for another target,
