@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from warehouse_snapshots import contents  # tests/integration/warehouse_snapshots.py
 
 from ml.cli import main
+from ml.population import described
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = "xgboost_x_learner"
@@ -70,9 +71,9 @@ def test_injection_through_context_params_is_a_value(
     else:  # a string where a string is declared, matching no row
         assert validated.exit_code == 0, validated.output
         assert result.exit_code == 3, result.output
-        assert one_line_error(result).endswith(
+        assert one_line_error(result).endswith(  # a long value cut short (population.described)
             "score_uplift: the scoring population is empty for "
-            f"campaign_id={value!r}; nothing was written"
+            f"{described({'campaign_id': value})}; nothing was written"
         )
     assert contents(ml_env["ML_DUCKDB_PATH"]) == before  # tables and scores intact
 

@@ -168,7 +168,9 @@ def test_openapi_has_the_training_schema_types(server, reassembled) -> None:
     records = schemas["PredictRequest"]["properties"]["records"]
     assert records["minItems"] == 1 and records["maxItems"] == 1000
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
-    assert body["schema"]["$ref"].endswith("/PredictRequest")
+    records_body, by_id_body = body["schema"]["anyOf"]  # records, or entity ids (by_id)
+    assert records_body["$ref"].endswith("/PredictRequest")
+    assert by_id_body["$ref"].endswith("/PredictByIdRequest")
 
 
 # -- scores ------------------------------------------------------------------------------------
