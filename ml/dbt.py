@@ -67,11 +67,9 @@ class DbtProject:
         if vars:
             full += ["--vars", json.dumps(vars, default=str)]
         captured = io.StringIO() if quiet else None
-        with (
-            self._locked(),
-            contextlib.redirect_stdout(captured or sys.stderr),
-            contextlib.redirect_stderr(captured or sys.stderr),
-        ):
+        # stdout only: the swap is process-wide, and a dbt run in a background thread must not
+        # take the main thread's stderr (its progress and error lines) with it
+        with self._locked(), contextlib.redirect_stdout(captured or sys.stderr):
             result = dbtRunner().invoke(full)
         if not result.success:
             detail = _first_failure(result, captured.getvalue() if captured else None)
