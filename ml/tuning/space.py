@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ml.errors import RecipeError
 from ml.estimators import check_params, import_class
+from ml.evaluate import CI_SUFFIXES, logged_metrics
 from ml.policy import share_label
 from ml.recipe import ClassSpec, Distribution, Recipe
 from ml.textio import elide
@@ -29,17 +30,8 @@ if TYPE_CHECKING:
 Direction = Literal["maximize", "minimize"]
 _MAX: Direction = "maximize"
 _MIN: Direction = "minimize"
-_TASK_METRICS: dict[str, dict[str, Direction]] = {
-    "uplift": {
-        "qini_coefficient": _MAX,
-        "auuc_normalized": _MAX,
-        "uplift_at_10": _MAX,
-        "uplift_at_20": _MAX,
-        "uplift_at_30": _MAX,
-    },
-    "classification": {"roc_auc": _MAX, "log_loss": _MIN, "accuracy": _MAX},
-    "regression": {"rmse": _MIN, "mae": _MIN, "r2": _MAX},
-}
+# lower is better for these; every other metric a trial can be ranked by is maximized
+_MINIMIZED = frozenset({"log_loss", "rmse", "mae"})
 # logged by every uplift run, but the same for any model (or not a ranking's quality)
 _NOT_RANKING = ("ate_estimated", "ate_observed", "treat_all_gain", "blp_slope", "random_gain_at_")
 
@@ -73,7 +65,7 @@ def check_search(
         available = ", ".join(metrics)
         why = (
             "is the same for any model's ranking, so it cannot choose between trials"
-            if spec.metric.startswith(_NOT_RANKING) or spec.metric.endswith(("_ci_low", "_ci_high"))
+            if spec.metric.startswith(_NOT_RANKING) or spec.metric.endswith(CI_SUFFIXES)
             else f"is not a metric a {task} model logs"
         )
         raise RecipeError(f"{where}: {elide(repr(spec.metric), 60)} {why} (tunable: {available})")
@@ -103,11 +95,13 @@ def check_search(
 
 
 def tunable_metrics(recipe: Recipe, task: str) -> dict[str, Direction]:
-    """The metrics a run of this task logs that rank models, and which way is better."""
-    metrics = dict(_TASK_METRICS.get(task, {}))
-    if task == "uplift":
-        metrics.update({name: _MAX for name in _policy_shares(recipe)})
-    return metrics
+    """The metrics a run of this task logs (`ml.evaluate.logged_metrics`) that rank models,
+    and which way is better."""
+    return {
+        name: _MIN if name in _MINIMIZED else _MAX
+        for name in logged_metrics(task, recipe.evaluation)
+        if not name.endswith(CI_SUFFIXES) and not name.startswith(_NOT_RANKING)
+    }
 
 
 def _policy_shares(recipe: Recipe) -> dict[str, float]:
