@@ -38,6 +38,13 @@ def _env(warehouse_env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**warehouse_env, "ML_PROJECT_DIR": str(ROOT), **extra}
 
 
+def _redis_env(warehouse_env: dict[str, str], url: str, timeout: str) -> dict[str, str]:
+    """The session warehouse with a Redis online store at `url`, answering within `timeout` s."""
+    return _env(
+        warehouse_env, ML_ONLINE_STORE="redis", ML_REDIS_URL=url, ML_ONLINE_STORE_TIMEOUT=timeout
+    )
+
+
 def _materialize(env: dict[str, str], *args: str):
     with mock.patch.dict(os.environ, env):
         return CliRunner().invoke(main, ["materialize", *args])
@@ -312,12 +319,7 @@ def test_materialize_refusals_leave_the_store(store_env, params, code, message) 
 def test_materialize_to_an_unreachable_redis_is_one_line(warehouse_env, tmp_path) -> None:
     server = RedisServer(tmp_path / "gone")
     server.stop()
-    env = _env(
-        warehouse_env,
-        ML_ONLINE_STORE="redis",
-        ML_REDIS_URL=f"redis://127.0.0.1:{server.port}/0",
-        ML_ONLINE_STORE_TIMEOUT="1",
-    )
+    env = _redis_env(warehouse_env, f"redis://127.0.0.1:{server.port}/0", "1")
     start = time.monotonic()
     result = _materialize(env, "--model", f"{RECIPE}@champion")
     assert result.exit_code == 4
@@ -446,12 +448,7 @@ def test_redis_serves_the_same_scores_then_503_when_it_goes_down(
 
     server = RedisServer(tmp_path / "redis")
     try:
-        env = _env(
-            warehouse_env,
-            ML_ONLINE_STORE="redis",
-            ML_REDIS_URL=server.url,
-            ML_ONLINE_STORE_TIMEOUT="1",
-        )
+        env = _redis_env(warehouse_env, server.url, "1")
         result = _materialize(env, "--model", f"{RECIPE}@champion")
         assert result.exit_code == 0, result.output
         _, _, target, model = served_champion
@@ -482,12 +479,7 @@ def test_a_stalled_redis_delays_only_the_lookups(
     records requests answer at once meanwhile."""
     server = RedisServer(tmp_path / "redis")
     try:
-        env = _env(
-            warehouse_env,
-            ML_ONLINE_STORE="redis",
-            ML_REDIS_URL=server.url,
-            ML_ONLINE_STORE_TIMEOUT="2",
-        )
+        env = _redis_env(warehouse_env, server.url, "2")
         assert _materialize(env, "--model", f"{RECIPE}@champion").exit_code == 0
         api = start_server([], process_env(warehouse_env, **env), tmp_path)
         try:
