@@ -316,7 +316,9 @@ def test_materialize_refusals_leave_the_store(store_env, params, code, message) 
     assert _store_rows(store_env) == before
 
 
-def test_materialize_to_an_unreachable_redis_is_one_line(warehouse_env, tmp_path) -> None:
+def test_materialize_to_an_unreachable_redis_is_one_line(
+    warehouse_env, trained_x_learner, tmp_path
+) -> None:
     server = RedisServer(tmp_path / "gone")
     server.stop()
     env = _redis_env(warehouse_env, f"redis://127.0.0.1:{server.port}/0", "1")
