@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 BIN := .venv/bin
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test lint clean bqemulator browser redis
+.PHONY: install demo test lint clean bqemulator browser redis compiler
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -69,7 +69,17 @@ redis:
 			redis-server; \
 	}
 
-test: install bqemulator browser redis
+# A C compiler for the AVX-512 forest walk (ml/forestkernel.c), which ml builds once per machine
+# and tests/unit/test_forestkernel.py checks against XGBoost. Installed only when missing.
+compiler:
+	@command -v cc >/dev/null 2>&1 || { \
+		echo "installing Debian's gcc for the forest-walk tests (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			gcc libc6-dev; \
+	}
+
+test: install bqemulator browser redis compiler
 	$(BIN)/pytest -q
 
 # ruff (with the blind-except and security rules), import-linter (layers, no cycles among

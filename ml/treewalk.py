@@ -85,7 +85,7 @@ def build(trees: BoosterTrees) -> Forest:
         value=np.concatenate(value).astype(F32) if value else np.zeros(0, F32),
         roots=np.asarray(roots, dtype=np.intp),
         depth=depth,
-        base_margin=_base_margin(trees),
+        base_margin=base_margin(trees),
         logistic=trees.logistic,
         n_features=trees.n_features,
     )
@@ -122,21 +122,34 @@ def predict(forest: Forest, X: np.ndarray) -> np.ndarray:
     return _sigmoid(out) if forest.logistic else out
 
 
-def probe(forest: Forest, rows: int, seed: int = 0) -> np.ndarray:
+def probe(forest: Forest, rows: int, seed: int = 0, missing: float = 0.1) -> np.ndarray:
     """Rows whose values sit exactly on, just below and just above the forest's split values
-    (and some missing): where a walk that compared differently from XGBoost would show."""
-    rng = np.random.default_rng(seed)
-    out = rng.normal(0.0, 3.0, size=(rows, forest.n_features)).astype(F32)
+    (and a `missing` share NaN): where a walk that compared differently from XGBoost would
+    show."""
     inner = forest.feature < forest.n_features
-    feats, splits = forest.feature[inner], forest.split[inner]
+    return probe_at(forest.feature[inner], forest.split[inner], forest.n_features, rows, seed,
+                    missing)  # fmt: skip
+
+
+def probe_at(
+    features: np.ndarray,
+    splits: np.ndarray,
+    n_features: int,
+    rows: int,
+    seed: int = 0,
+    missing: float = 0.1,
+) -> np.ndarray:
+    """`probe` for any split list: feature indices and their float32 split values."""
+    rng = np.random.default_rng(seed)
+    out = rng.normal(0.0, 3.0, size=(rows, n_features)).astype(F32)
     if len(splits):
-        picks = rng.integers(0, len(splits), size=(rows, forest.n_features))
-        side = rng.integers(-1, 2, size=(rows, forest.n_features))
+        picks = rng.integers(0, len(splits), size=(rows, n_features))
+        side = rng.integers(-1, 2, size=(rows, n_features))
         values = splits[picks]
         values = np.where(side < 0, np.nextafter(values, F32(-np.inf)), values)
         values = np.where(side > 0, np.nextafter(values, F32(np.inf)), values)
-        out[np.arange(rows)[:, None], feats[picks]] = values
-    out[rng.random(out.shape) < 0.1] = np.nan
+        out[np.arange(rows)[:, None], features[picks]] = values
+    out[rng.random(out.shape) < missing] = np.nan
     return out
 
 
@@ -149,7 +162,9 @@ def _sigmoid(margin: np.ndarray) -> np.ndarray:
     return (F32(1.0) / denom).astype(F32)
 
 
-def _base_margin(trees: BoosterTrees) -> np.float32:
+def base_margin(trees: BoosterTrees) -> np.float32:
+    """XGBoost's float32 starting margin: the base score, through its logit for logistic
+    objectives."""
     base = F32(trees.base_score)
     if not trees.logistic:
         return base
