@@ -9,6 +9,8 @@ for each population size runs, in this one process run:
     of this process around the calls): end-to-end wall time, the scoring rows/s (--json
     seconds), the scoring step's CPU seconds (--json cpu_seconds, getrusage of the whole
     process over the same span), peak RSS; the CPU ratio is the median of the pairs' ratios;
+    then the same `ml score` with ML_NATIVE=0 (XGBoost's own predictor instead of the AVX-512
+    walk, `ml.forestkernel`), against the raw run on as many threads just before it;
   - `ml score --engine sql` (the model compiled to SQL, run by DuckDB) twice, the same way;
   - `mlflow.pyfunc.load_model(...).predict(pandas_df)` over the same rows read from DuckDB.
 Then, on the BigQuery emulator (`make bqemulator`) behind a byte-counting loopback proxy, the
@@ -328,6 +330,10 @@ def main() -> None:
     import mlflow
     import numpy as np
 
+    # built (once per machine) before any run is measured; what `ml score` then uses
+    from ml import forestkernel
+
+    forest_kernel = forestkernel.available()
     results = []
     trained = None
     for rows in sizes:
@@ -367,15 +373,22 @@ def main() -> None:
         from ml.fastpredict import streaming_threads
 
         engine_threads = min(args.n_jobs, streaming_threads())
-        pairs, same_threads = [], []
+        pairs, same_threads, xgboost_path = [], [], []
         for _ in range(max(1, args.repeat)):
             run = _peak_rss_mb_of(base, env, "score", "--run-id", trained["run_id"])
             pairs.append((run, _raw_predict(booster, X, args.n_jobs)))
             same_threads.append(_raw_predict(booster, X, engine_threads))
+            # the same command with XGBoost's own predictor instead of the AVX-512 walk
+            off = {**env, "ML_NATIVE": "0"}
+            xgboost_path.append(_peak_rss_mb_of(base, off, "score", "--run-id", trained["run_id"]))
         ratios = sorted(run[0]["cpu_seconds"] / raw[0] for run, raw in pairs)
         ratios_same = sorted(
             run[0]["cpu_seconds"] / raw[0]
             for (run, _), raw in zip(pairs, same_threads, strict=True)
+        )
+        ratios_xgboost = sorted(
+            run[0]["cpu_seconds"] / raw[0]
+            for run, raw in zip(xgboost_path, same_threads, strict=True)
         )
         by_cpu = sorted(pairs, key=lambda pair: pair[0][0]["cpu_seconds"])
         scored = by_cpu[len(by_cpu) // 2][0][0]
@@ -421,6 +434,16 @@ def main() -> None:
             ],
             f"raw_inplace_predict_on_{engine_threads}_threads_cpu_s_runs": [
                 round(raw[0], 3) for raw in same_threads
+            ],
+            "forest_kernel": forest_kernel,
+            f"ml_score_xgboost_predictor_cpu_over_raw_on_{engine_threads}_threads": round(
+                ratios_xgboost[len(ratios_xgboost) // 2], 2
+            ),
+            f"ml_score_xgboost_predictor_cpu_over_raw_on_{engine_threads}_threads_pairs": [
+                round(r, 2) for r in ratios_xgboost
+            ],
+            "ml_score_xgboost_predictor_cpu_s_runs": [
+                run[0]["cpu_seconds"] for run in xgboost_path
             ],
             "ml_score_cpu_s_runs": [run[0]["cpu_seconds"] for run, _ in pairs],
             "raw_inplace_predict_cpu_s_runs": [round(raw[0], 3) for _, raw in pairs],

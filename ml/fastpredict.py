@@ -52,28 +52,23 @@ _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float64): "<f8"}
 SMALL_ROWS = 16
 
 
-def _forest(
-    booster: Any, iteration_range: tuple[int, int], missing: float
-) -> treewalk.Forest | None:
-    """The trees for the small-batch walk, or None (XGBoost's own path for every batch)."""
-    if not np.isnan(missing):
-        return None
+def _walks(
+    booster: Any, iteration_range: tuple[int, int], missing: float, walk: bool, vector_walk: bool
+) -> tuple[treewalk.Forest | None, forestkernel.PaddedForest | None]:
+    """The trees for the small-batch walk and for the vector walk of large batches (each None
+    where it is not wanted or cannot reproduce XGBoost: then XGBoost's own path)."""
+    if not np.isnan(missing) or not (walk or vector_walk):
+        return None, None
     try:
-        return treewalk.build(read_trees(booster, iteration_range, "model"))
-    except Exception:  # noqa: BLE001 - anything the walk does not reproduce keeps XGBoost's
-        return None
-
-
-def _padded(
-    booster: Any, iteration_range: tuple[int, int], missing: float
-) -> forestkernel.PaddedForest | None:
-    """The trees for the vector walk of large batches, or None (XGBoost's own path)."""
-    if not np.isnan(missing):
-        return None
-    try:
-        return forestkernel.build(read_trees(booster, iteration_range, "model"))
-    except Exception:  # noqa: BLE001 - anything the kernel does not reproduce keeps XGBoost's
-        return None
+        trees = read_trees(booster, iteration_range, "model")
+    except Exception:  # noqa: BLE001 - anything the walks do not reproduce keeps XGBoost's
+        return None, None
+    forest = padded = None
+    with contextlib.suppress(Exception):
+        forest = treewalk.build(trees) if walk else None
+    with contextlib.suppress(Exception):
+        padded = forestkernel.build(trees) if vector_walk else None
+    return forest, padded
 
 
 class _DensePredictor:
@@ -93,8 +88,7 @@ class _DensePredictor:
 
         begin, end = iteration_range
         self._init_args = (booster, (begin, end), missing)  # also keeps the handle alive
-        self.forest = _forest(booster, (begin, end), missing) if walk else None
-        self.padded = _padded(booster, (begin, end), missing) if vector_walk else None
+        self.forest, self.padded = _walks(booster, (begin, end), missing, walk, vector_walk)
         self.threads = _own_threads(booster)
         self._fn = core._LIB.XGBoosterPredictFromDense
         self._check = core._check_call
