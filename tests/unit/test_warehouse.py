@@ -162,3 +162,27 @@ def test_build_checks_rows_only_in_a_warehouse_that_exists(root: Path, tmp_path:
     plan = SimpleNamespace(filters=lambda context: {})
     _check_rows(settings, None, plan, model, {}, {})  # type: ignore[arg-type]
     assert _tree(tmp_path) == []
+
+
+_BYTES = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected_bytes"),
+    [
+        (".5GB", 500 * 1000**2),
+        ("1.GB", 1000**3),
+        ("512 mb", 512 * 1000**2),
+        ("1.5GiB", 1.5 * 1024**3),
+    ],
+)
+def test_every_memory_limit_the_config_accepts_reaches_duckdb(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: str,
+    expected_bytes: float,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("ML_DUCKDB_MEMORY_LIMIT", configured)
+    monkeypatch.setenv("ML_DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    with connect(load_settings(root=root), create=True) as wh:
+        shown = wh.con.execute("select current_setting('memory_limit')").fetchone()[0]
+    number, unit = shown.split()
+    assert float(number) * _BYTES[unit] == pytest.approx(expected_bytes, rel=0.01)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -11,7 +10,6 @@ from ml.config import DuckDBSettings
 from ml.errors import ConfigError, WarehouseError, one_line
 from ml.locks import wait_for_lock
 
-_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.I)
 PATH = "warehouse.duckdb.path (ML_DUCKDB_PATH)"
 
 
@@ -91,19 +89,10 @@ def _configure(con: Any, duck: DuckDBSettings) -> None:
     memory follows the batch size, not the table size."""
     con.execute("set timezone = 'UTC'")
     con.execute("set python_enable_replacements = false")
-    if duck.memory_limit:
-        con.execute(f"set memory_limit = '{memory_limit(duck.memory_limit)}'")
+    if duck.memory_limit:  # checked where settings load: a number and a unit, nothing else
+        con.execute(f"set memory_limit = '{duck.memory_limit}'")
     if duck.threads:
         con.execute(f"set threads = {int(duck.threads)}")
-
-
-def memory_limit(value: str) -> str:
-    if not _SIZE.match(value):
-        raise ConfigError(
-            "config: warehouse.duckdb.memory_limit (ML_DUCKDB_MEMORY_LIMIT): expected a size "
-            f"like '128MB' or '1GB', got {value[:40]!r}"
-        )
-    return value.strip()
 
 
 def _acquire_file_lock(lock_path: Path, deadline: float) -> IO[str]:
