@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ml.errors import RecipeError
-from ml.estimators import check_params, import_class
+from ml.estimators import Task, check_params, check_task, import_class
 from ml.evaluate import CI_SUFFIXES, logged_metrics
 from ml.policy import share_label
 from ml.recipe import ClassSpec, Distribution, Recipe
@@ -59,6 +59,7 @@ def check_search(
         raise RecipeError(f"{label}: tuning: the recipe has no tuning section (see the README)")
     for path, dist in spec.search_space.items():
         _check_path(recipe, label, allowed_modules, path, dist)
+        _check_task(recipe, task, label, allowed_modules, path, dist)
     metrics = tunable_metrics(recipe, task)
     where = f"{label}: tuning.metric"
     if spec.metric not in metrics:
@@ -148,6 +149,28 @@ def _check_path(
             why = exc.message.removeprefix(f"{level}.params.{leaf}: ")
             raise RecipeError(
                 f"{where}: {elide(repr(value), 40)} (of its {dist.kind} range): {why}"
+            ) from None
+
+
+def _check_task(
+    recipe: Recipe,
+    task: str,
+    label: str,
+    allowed_modules: Sequence[str] | None,
+    path: str,
+    dist: Distribution,
+) -> None:
+    """Every value of the range leaves an estimator that can do the task (a sampled objective
+    that turns a classifier into a regressor fails here, not in a trial)."""
+    for value in _probes(dist):
+        model = with_params(recipe.model, {path: value})
+        try:
+            check_task(model.class_path, model.params, cast("Task", task), "model", allowed_modules)
+        except RecipeError as exc:
+            why = exc.message.removeprefix(f"{path}: ")
+            raise RecipeError(
+                f"{label}: tuning.search_space: {path}: {elide(repr(value), 40)} (of its "
+                f"{dist.kind} range): {why}"
             ) from None
 
 

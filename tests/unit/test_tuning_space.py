@@ -116,6 +116,18 @@ def test_a_classifier_minimizes_log_loss_by_default() -> None:
             r"model\.params\.models\.params\.booster: 'gbforest' \(of its choice range\): "
             r"model\.params\.models\.params: XGBoost refuses it: Unknown gbm type gbforest",
         ),
+        (
+            {
+                "model.params.propensity_model.params.objective": {
+                    "choice": ["binary:logistic", "reg:squarederror"]
+                }
+            },
+            {},
+            "uplift",
+            r"^r\.yaml: tuning\.search_space: model\.params\.propensity_model\.params\.objective: "
+            r"'reg:squarederror' \(of its choice range\): 'reg:squarederror' does not predict the "
+            r"probability of a binary target, which XLearner's propensity_model scores",
+        ),
         ({}, {"metric": "ate_observed"}, "uplift", r"tuning\.metric: 'ate_observed' is the same"),
         ({}, {"metric": "roc_auc"}, "uplift", r"'roc_auc' is not a metric a uplift model logs"),
         (
@@ -136,6 +148,21 @@ def test_refused_by_the_estimator_or_task(
     message = caught.value.message
     assert "\n" not in message, message
     assert re.search(expected, message), message
+
+
+def test_a_sampled_objective_must_suit_the_task() -> None:
+    """Checked before any trial: a classifier's objective that would make it a regressor."""
+    space = {"model.params.objective": {"choice": ["binary:logistic", "reg:squarederror"]}}
+    recipe = _recipe("conversion_xgb", space, metric="log_loss")
+    with pytest.raises(RecipeError) as caught:  # on this thread, as above
+        _check(recipe, "classification")
+    assert caught.value.message == (
+        "r.yaml: tuning.search_space: model.params.objective: 'reg:squarederror' (of its choice "
+        "range): 'reg:squarederror' does not predict the probability of a binary target, which "
+        "a classification model scores; use binary:logistic (the default) or reg:logistic"
+    )
+    ok = {"model.params.objective": {"choice": ["binary:logistic", "reg:logistic"]}}
+    assert _check(_recipe("conversion_xgb", ok, metric="log_loss"), "classification")
 
 
 def test_metric_left_out_of_evaluation_metrics() -> None:
