@@ -2,7 +2,8 @@
 and loaded through ctypes.
 
 A shared library is built the first time a process asks for it and kept in the user's cache
-(`$XDG_CACHE_HOME/ml/native`, else `~/.cache/ml/native`), named by a hash of the source, the
+(`$XDG_CACHE_HOME/ml/native`, else `~/.cache/ml/native`; where that cannot be written, a
+private `ml-native-<uid>` folder in the temporary folder), named by a hash of the source, the
 compiler's flags and the machine's architecture; later processes load it in a millisecond (a
 damaged file is built again). What it speeds up always has a pure-Python or XGBoost path
 beside it, so anything that goes wrong here (no compiler, a cache that cannot be written or is
@@ -50,6 +51,11 @@ def cache_dir() -> Path:
     return Path(root) / "ml" / "native"
 
 
+def fallback_dir() -> Path:
+    """Where libraries go when the user's cache cannot be written (a read-only home)."""
+    return Path(tempfile.gettempdir()) / f"ml-native-{os.getuid()}"
+
+
 @cache
 def _load(source: Path) -> ctypes.CDLL | None:
     try:
@@ -58,7 +64,7 @@ def _load(source: Path) -> ctypes.CDLL | None:
         code = source.read_bytes()
         parts = [code, *(f.encode() for f in FLAGS), platform.machine().encode()]
         key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
-        folder = _private_dir(cache_dir())
+        folder = _usable_dir()
         target = folder / f"{source.stem}-{key}.so"
         if target.exists():
             try:
@@ -87,13 +93,27 @@ def _compiler() -> list[str]:
     raise _NotBuilt("no C compiler (cc, gcc or clang) on PATH")
 
 
+def _usable_dir() -> Path:
+    """The user's cache folder, else the fallback in the temporary folder: the first that can
+    be made private and written."""
+    reasons = []
+    for folder in (cache_dir(), fallback_dir()):
+        try:
+            return _private_dir(folder)
+        except (OSError, _NotBuilt) as exc:
+            reasons.append(str(exc))
+    raise _NotBuilt("; ".join(reasons))
+
+
 def _private_dir(folder: Path) -> Path:
-    """The cache folder, created private; refused unless this user owns it and nobody else can
-    write it (a library loaded from it runs as this process)."""
+    """The cache folder, created private; refused unless this user owns it, nobody else can
+    write it (a library loaded from it runs as this process) and this user can."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
     if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise _NotBuilt(f"{folder} is not private to this user")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _NotBuilt(f"{folder} cannot be written")
     return folder
 
 

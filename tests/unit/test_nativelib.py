@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ SOURCE = "int answer(void) { return 42; }\n"
 @pytest.fixture
 def source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     monkeypatch.delenv("ML_NATIVE", raising=False)
     nativelib._load.cache_clear()
     path = tmp_path / "answer.c"
@@ -72,13 +75,27 @@ def test_no_compiler(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert nativelib.failure(source) == "no C compiler (cc, gcc or clang) on PATH"
 
 
-def test_a_cache_others_can_write_is_refused(source: Path) -> None:
+def test_a_cache_others_can_write_is_never_used(source: Path) -> None:
+    """The library goes to the private fallback in the temporary folder instead."""
     folder = nativelib.cache_dir()
     folder.mkdir(parents=True)
     folder.chmod(0o777)
-    assert nativelib.load(source) is None
-    assert nativelib.failure(source) == f"{folder} is not private to this user"
+    lib = nativelib.load(source)
+    assert lib is not None and lib.answer() == 42
     assert list(folder.iterdir()) == []
+    assert len(list(nativelib.fallback_dir().iterdir())) == 1
+    assert oct(nativelib.fallback_dir().stat().st_mode & 0o777) == "0o700"
+
+
+def test_no_private_folder_at_all(source: Path) -> None:
+    for folder in (nativelib.cache_dir(), nativelib.fallback_dir()):
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)
+    assert nativelib.load(source) is None
+    assert nativelib.failure(source) == (
+        f"{nativelib.cache_dir()} is not private to this user; "
+        f"{nativelib.fallback_dir()} is not private to this user"
+    )
 
 
 def test_a_damaged_library_is_built_again(source: Path) -> None:
