@@ -1,7 +1,8 @@
 """Per-call cost of predicting a few rows with one XGBoost model: XGBoost's `inplace_predict`,
-the direct C call `ml.fastpredict` makes for large batches, and the numpy tree walk it uses up
-to `SMALL_ROWS` rows (`ml.treewalk`), side by side in one run, as CPU microseconds per call
-(this process's CPU time, so other load on the machine does not count).
+the direct C call `ml.fastpredict` makes where it has no walk, the numpy tree walk it uses up to
+`SMALL_ROWS` rows without AVX-512 (`ml.treewalk`), and the AVX-512 walk it uses for every batch
+where it can (`ml.forestkernel`), side by side in one run, as CPU microseconds per call (this
+process's CPU time, so other load on the machine does not count).
 
 Usage: .venv/bin/python bench/predict_bench.py [--trees 150] [--depth 6] [--features 30]
 """
@@ -34,7 +35,7 @@ def main() -> None:
 
     from xgboost import XGBRegressor
 
-    from ml import fastpredict, treewalk
+    from ml import fastpredict, forestkernel, treewalk
     from ml.xgbtrees import read_trees
 
     rng = np.random.default_rng(0)
@@ -43,21 +44,35 @@ def main() -> None:
     y = np.nan_to_num(X[:, 0]) + rng.normal(size=len(X))
     model = XGBRegressor(n_estimators=args.trees, max_depth=args.depth, n_jobs=1).fit(X, y)
     booster = model.get_booster()
-    dense = fastpredict._DensePredictor(booster, (0, 0), np.nan, walk=False)
-    forest = treewalk.build(read_trees(booster, (0, 0), "model"))
+    dense = fastpredict._DensePredictor(booster, (0, 0), np.nan, walk=False, vector_walk=False)
+    trees = read_trees(booster, (0, 0), "model")
+    forest = treewalk.build(trees)
+    padded = forestkernel.build(trees)
+    if padded is None:
+        raise SystemExit("the AVX-512 walk cannot run here (no AVX-512F or no C compiler)")
     print(f"{args.trees} trees, depth {args.depth}, {args.features} features: CPU us per call")
-    print("| rows | inplace_predict | C call | numpy walk | walk / C call |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| rows | inplace_predict | C call | numpy walk | AVX-512 walk | walk / C call | AVX-512 / C call |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     results = []
-    for rows in (1, 2, 4, 8, 16, 32, 64):
+    for rows in (1, 2, 4, 8, 16, 32, 64, 1000):
         Q = X[:rows].copy()
         reps = max(200, args.reps // rows)
         own = _per_call_us(lambda Q=Q: booster.inplace_predict(Q), reps)
         c_call = _per_call_us(lambda Q=Q: dense(Q), reps)
         walk = _per_call_us(lambda Q=Q: treewalk.predict(forest, Q), reps)
+        vector = _per_call_us(lambda Q=Q: forestkernel.predict(padded, Q), reps)
         assert np.array_equal(treewalk.predict(forest, Q), dense(Q))
-        results.append({"rows": rows, "inplace_us": own, "c_call_us": c_call, "walk_us": walk})
-        print(f"| {rows} | {own:.0f} | {c_call:.0f} | {walk:.0f} | {walk / c_call:.2f} |")
+        assert np.array_equal(forestkernel.predict(padded, Q), dense(Q))
+        results.append(
+            {"rows": rows, "inplace_us": own, "c_call_us": c_call, "walk_us": walk,
+             "avx512_us": vector}
+        )  # fmt: skip
+        print(
+            f"| {rows} | {own:.0f} | {c_call:.0f} | {walk:.0f} | {vector:.0f} | "
+            f"{walk / c_call:.2f} | {vector / c_call:.2f} |"
+        )
     print(json.dumps({"small_rows": fastpredict.SMALL_ROWS, "results": results}))
 
 

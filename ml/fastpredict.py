@@ -8,10 +8,11 @@ fitted XGBoost model inside a loaded estimator a `predict` (regressors) or `pred
 arguments XGBoost's own `inplace_predict` sends: same trees, same iteration range, same
 `missing`, same input dtype, so the same float32 output.
 
-For up to SMALL_ROWS rows (an API request), the replacement walks the trees in numpy instead
-(`ml.treewalk`): no per-call setup, so one row costs a third of the C call. Larger batches, on a
-CPU with AVX-512 and a C compiler, walk 16 rows at a time in `ml.forestkernel`: about a third of
-XGBoost's own CPU time (batch scoring's largest cost).
+On a CPU with AVX-512 and a C compiler, every batch walks the trees in `ml.forestkernel` (16
+rows at a time): about a third of XGBoost's own CPU time on large batches (batch scoring's
+largest cost), a few hundredths of its C call's for one row. Elsewhere, up to SMALL_ROWS rows
+(an API request) walk the trees in numpy (`ml.treewalk`): no per-call setup, so one row costs
+a third of the C call.
 
 Each replacement is checked against the model's own method on a probe matrix when it is
 installed and kept only if the outputs are bitwise equal (each walk also on rows placed on and
@@ -115,10 +116,10 @@ class _DensePredictor:
         X = np.asarray(X)
         if X.ndim != 2 or X.dtype not in _TYPESTR:
             raise TypeError("dense 2-d float32/float64 input expected")
+        if self.padded is not None:  # every batch size: for one row too, a fraction of either
+            return forestkernel.predict(self.padded, X, self.threads)
         if self.forest is not None and X.shape[0] <= SMALL_ROWS:
             return treewalk.predict(self.forest, X)
-        if self.padded is not None:
-            return forestkernel.predict(self.padded, X, self.threads)
         if not X.flags.aligned:
             X = np.require(X, requirements="A")
         # Strides as numpy reports them (None when C-contiguous), as XGBoost's own wrapper
@@ -280,6 +281,11 @@ def _agrees(original: Any, fast: Any, n_features: int, dense: _DensePredictor) -
     probe[::7, ::3] = np.nan
     f32 = probe.astype(np.float32)
     batches: list[np.ndarray] = [probe, f32, np.asfortranarray(f32), f32[::2], probe[:1]]
+    if dense.padded is not None:
+        if _same(original, fast, _vector_probe(dense.padded)):
+            dense.forest = None  # the vector walk serves every batch size
+        else:
+            dense.padded = None  # the vector walk alone is dropped
     if dense.forest is not None:
         at_splits = treewalk.probe(dense.forest, 4 * SMALL_ROWS)
         small = [at_splits[i : i + SMALL_ROWS] for i in range(0, len(at_splits), SMALL_ROWS)]
@@ -287,14 +293,13 @@ def _agrees(original: Any, fast: Any, n_features: int, dense: _DensePredictor) -
         small += [at_splits[i : i + 1].astype(np.float64) for i in range(8)]
         if not _same(original, fast, small):
             dense.forest = None  # the walk alone is dropped
-    if dense.padded is not None and not _same(original, fast, _vector_probe(dense.padded)):
-        dense.padded = None  # the vector walk alone is dropped
     return _same(original, fast, batches)
 
 
 def _vector_probe(padded: forestkernel.PaddedForest) -> list[np.ndarray]:
     """Batches the vector walk takes (whole 64-row blocks and a tail, no value missing: values
-    on and beside the splits, some infinite), and blocks it walks one row at a time (NaN)."""
+    on and beside the splits, some infinite), blocks it walks one row at a time (NaN), and small
+    batches (serving's)."""
     inner = padded.trees * (2**padded.depth - 1)
     features, splits = padded.feature[:inner], padded.split[:inner]
     clean = treewalk.probe_at(features, splits, padded.n_features, 517, seed=1, missing=0.0)
@@ -303,7 +308,15 @@ def _vector_probe(padded: forestkernel.PaddedForest) -> list[np.ndarray]:
     infinite[rng.random(infinite.shape) < 0.05] = np.inf
     infinite[rng.random(infinite.shape) < 0.05] = -np.inf
     holes = treewalk.probe_at(features, splits, padded.n_features, 192, seed=3, missing=0.02)
-    return [clean, infinite, holes, clean[:130].astype(np.float64), np.asfortranarray(clean)]
+    small = [clean[:1], clean[1:4].astype(np.float64), holes[:1], holes[1:17], infinite[:5]]
+    return [
+        clean,
+        infinite,
+        holes,
+        clean[:130].astype(np.float64),
+        np.asfortranarray(clean),
+        *small,
+    ]
 
 
 def _same(original: Any, fast: Any, batches: list[np.ndarray]) -> bool:

@@ -110,8 +110,8 @@ def predict(
         raise ValueError(f"{width} features given, the model has {forest.n_features}")
     out = np.empty(n, dtype=F32)
     parts = max(1, min(threads, n // _ROWS_PER_THREAD))
-    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
-    spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    step = -(-n // parts)
+    spans = [(start, min(n, start + step)) for start in range(0, n, step)] if n else []
 
     def run(span: tuple[int, int]) -> None:
         start, stop = span

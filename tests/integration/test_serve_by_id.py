@@ -131,8 +131,9 @@ def test_materialize_reads_the_recipe_and_schema_not_the_model(store_env) -> Non
 
 
 def test_every_customer_of_the_campaign_scores_as_in_batch(client, batch_scores, trained_x_learner):
-    """The first 2,000 customers in requests of 1 to 32 entities (up to 16 the trees are walked
-    in numpy, `ml.treewalk`), the rest 1,000 at a time (XGBoost's own predictor, as in batch)."""
+    """The first 2,000 customers in requests of 1 to 32 entities, the rest 1,000 at a time (the
+    trees walked by `ml.forestkernel` at every size where the CPU has AVX-512; elsewhere up to
+    16 in numpy, `ml.treewalk`, and beyond that by XGBoost's own predictor)."""
     ids = sorted(batch_scores)
     online: dict[int, float] = {}
     chunks, start, sizes = [], 0, itertools.cycle([1, 7, 32, 2, 19])

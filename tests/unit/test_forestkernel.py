@@ -128,12 +128,13 @@ def test_too_deep_a_forest_is_left_to_xgboost(monkeypatch: pytest.MonkeyPatch) -
     assert forestkernel.build(trees) is None
 
 
-def test_accelerate_uses_the_kernel_for_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_accelerate_uses_the_kernel_for_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = _data()
     model = XGBClassifier(n_estimators=30, max_depth=6, n_jobs=2).fit(X, (y > 0).astype(int))
-    assert fastpredict.accelerate(model, N_FEATURES, walk=False) == 1
+    assert fastpredict.accelerate(model, N_FEATURES) == 1
     fast = fastpredict._installed(model)
     assert fast is not None and fast.padded is not None and fast.threads == 2
+    assert fast.forest is None  # the numpy walk, checked and then let go: never used
     calls: list[int] = []
     real = forestkernel.predict
 
@@ -142,13 +143,27 @@ def test_accelerate_uses_the_kernel_for_large_batches(monkeypatch: pytest.Monkey
         return real(padded, Q, threads)
 
     monkeypatch.setattr(forestkernel, "predict", counting)
-    Q = _rows(5000, seed=8, missing=0.01)
-    assert np.array_equal(model.predict_proba(Q), XGBClassifier.predict_proba(model, Q))
+    for rows in (1, 3, 16, 17, 5000):
+        Q = _rows(rows, seed=8, missing=0.01)
+        assert np.array_equal(model.predict_proba(Q), XGBClassifier.predict_proba(model, Q))
     with fastpredict.threads_at_most(model, 1):
         assert fast.threads == 1
         model.predict_proba(Q)
     assert fast.threads == 2
-    assert calls == [2, 1]
+    assert calls == [2, 2, 2, 2, 2, 1]
+
+
+def test_a_pickled_copy_keeps_the_kernel() -> None:
+    import pickle
+
+    X, y = _data()
+    model = XGBRegressor(n_estimators=10, max_depth=5).fit(X, y)
+    assert fastpredict.accelerate(model, N_FEATURES) == 1
+    copy = pickle.loads(pickle.dumps(model))
+    fast = fastpredict._installed(copy)
+    assert fast is not None and fast.padded is not None and fast.forest is None
+    Q = _rows(300, seed=10, missing=0.02)
+    assert np.array_equal(copy.predict(Q), XGBRegressor.predict(model, Q))
 
 
 def test_a_kernel_that_disagrees_is_dropped_alone(monkeypatch: pytest.MonkeyPatch) -> None:

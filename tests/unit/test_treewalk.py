@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 from xgboost import XGBClassifier, XGBRegressor
 
-from ml import fastpredict, treewalk
+from ml import fastpredict, forestkernel, treewalk
 from ml.errors import UnsupportedModelError
 from ml.xgbtrees import read_trees
+
+
+@pytest.fixture(autouse=True)
+def _no_vector_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy walk serves small batches where the AVX-512 walk does not run (it serves every
+    batch where it does: tests/unit/test_forestkernel.py)."""
+    monkeypatch.setattr(forestkernel, "available", lambda: False)
+
 
 N_FEATURES = 8
 
