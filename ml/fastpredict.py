@@ -297,17 +297,17 @@ def _agrees(original: Any, fast: Any, n_features: int, dense: _DensePredictor) -
 
 
 def _vector_probe(padded: forestkernel.PaddedForest) -> list[np.ndarray]:
-    """Batches the vector walk takes (whole 64-row blocks and a tail, no value missing: values
-    on and beside the splits, some infinite), blocks it walks one row at a time (NaN), and small
+    """Batches the vector walk takes: whole 64-row blocks and a tail, with values on and beside
+    the splits, some infinite, some missing (at nodes of either default side), and small
     batches (serving's)."""
     inner = padded.trees * (2**padded.depth - 1)
-    features, splits = padded.feature[:inner], padded.split[:inner]
+    features, splits = padded.feature[:inner] & 0x7FFFFFFF, padded.split[:inner]  # columns
     clean = treewalk.probe_at(features, splits, padded.n_features, 517, seed=1, missing=0.0)
     infinite = clean[:192].copy()
     rng = np.random.default_rng(2)
     infinite[rng.random(infinite.shape) < 0.05] = np.inf
     infinite[rng.random(infinite.shape) < 0.05] = -np.inf
-    holes = treewalk.probe_at(features, splits, padded.n_features, 192, seed=3, missing=0.02)
+    holes = treewalk.probe_at(features, splits, padded.n_features, 256, seed=3, missing=0.05)
     small = [clean[:1], clean[1:4].astype(np.float64), holes[:1], holes[1:17], infinite[:5]]
     return [
         clean,

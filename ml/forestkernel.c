@@ -5,15 +5,15 @@
  *
  * Layout: every tree is padded to a complete tree of depth D. Tree t's internal nodes sit at
  * [t * (2^D - 1), (t + 1) * (2^D - 1)) in level order (node i's children are 2i+1 and 2i+2),
- * its leaves at [t * 2^D, (t + 1) * 2^D). Below a leaf shallower than D, every padded node
+ * its leaves at [t * 2^D, (t + 1) * 2^D). A node's feature code is its feature's column, with
+ * the sign bit set where a missing value goes left (its default side). Below a leaf shallower than D, every padded node
  * leads to a copy of that leaf's value, so whichever way a row goes there, it lands on it.
  * The arrays carry at least 32 spare entries at their ends (whole-level loads read past small
  * trees).
  *
  * Semantics, as XGBoost's predictor: a row goes left when x < split (float32), to the node's
  * default side when x is NaN; the sum starts at the base margin and adds each tree's leaf in
- * tree order, in float32. Blocks holding a NaN take the one-row walk; the vector walk runs
- * only where no value is missing.
+ * tree order, in float32.
  */
 #include <math.h>
 #include <stdint.h>
@@ -27,19 +27,20 @@
 #define VECS 4 /* vectors walked side by side, to hide the gathers' latency */
 #define BLOCK (LANES * VECS)
 
+#define FEATURE_MASK 0x7fffffff
+
 static float walk_row(const float *x, int32_t trees, int32_t depth, const int32_t *feature,
-                      const float *split, const uint8_t *default_left, const float *leaf,
-                      float base) {
+                      const float *split, const float *leaf, float base) {
   const int64_t inner = ((int64_t)1 << depth) - 1, leaves = (int64_t)1 << depth;
   float acc = base;
   for (int64_t t = 0; t < trees; t++) {
     const int32_t *f = feature + t * inner;
     const float *s = split + t * inner;
-    const uint8_t *d = default_left + t * inner;
     int64_t i = 0;
     for (int32_t k = 0; k < depth; k++) {
-      const float v = x[f[i]];
-      const int right = isnan(v) ? !d[i] : !(v < s[i]);
+      const int32_t code = f[i];
+      const float v = x[code & FEATURE_MASK];
+      const int right = isnan(v) ? code >= 0 : !(v < s[i]);
       i = 2 * i + 1 + right;
     }
     acc += leaf[t * leaves + (i - inner)];
@@ -48,18 +49,11 @@ static float walk_row(const float *x, int32_t trees, int32_t depth, const int32_
 }
 
 #ifdef ML_X86_VECTORS
-__attribute__((target("avx512f"))) static int block_has_nan(const float *x, int64_t count) {
-  __mmask16 nan = 0;
-  int64_t q = 0;
-  for (; q + LANES <= count; q += LANES) {
-    const __m512 v = _mm512_loadu_ps(x + q);
-    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  }
-  for (; q < count; q++) nan |= isnan(x[q]);
-  return nan != 0;
+__attribute__((target("avx512f"))) static inline __mmask16 sign_bits(__m512i v) {
+  return _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
 }
 
-/* BLOCK rows starting at x (row r at x + r * stride), none of them missing a value. */
+/* BLOCK rows starting at x (row r at x + r * stride). */
 __attribute__((target("avx512f"))) static void walk_block(const float *x, int64_t stride,
                                                          int32_t trees, int32_t depth,
                                                          const int32_t *feature,
@@ -102,9 +96,14 @@ __attribute__((target("avx512f"))) static void walk_block(const float *x, int64_
         }
       }
       for (int v = 0; v < VECS; v++) {
+        const __m512i column = _mm512_and_si512(fk[v], _mm512_set1_epi32(FEATURE_MASK));
         const __m512 xv =
-            _mm512_i32gather_ps(_mm512_add_epi32(row, fk[v]), x + v * LANES * stride, 4);
-        const __mmask16 right = _mm512_cmp_ps_mask(xv, sk[v], _CMP_NLT_UQ); /* !(x < split) */
+            _mm512_i32gather_ps(_mm512_add_epi32(row, column), x + v * LANES * stride, 4);
+        /* !(x < split), true for NaN too; NaN at a default-left node (sign bit set) goes left */
+        const __mmask16 nan_left = _mm512_mask_cmp_ps_mask(
+            sign_bits(fk[v]), xv, xv, _CMP_UNORD_Q);
+        const __mmask16 right =
+            _mm512_kandn(nan_left, _mm512_cmp_ps_mask(xv, sk[v], _CMP_NLT_UQ));
         const __m512i twice = _mm512_add_epi32(at[v], at[v]);
         at[v] = _mm512_mask_add_epi32(twice, right, twice, one);
       }
@@ -146,29 +145,20 @@ int32_t forest_vector_walk(void) {
 }
 
 /* The margin of each of n rows (row r at x + r * stride) into out; `vector` 0 walks every row
-   alone (the path blocks holding a NaN take). */
+   alone (as the last n % 64 rows are). */
 void forest_margin(const float *x, int64_t n, int64_t stride, int32_t trees, int32_t depth,
-                   const int32_t *feature, const float *split, const uint8_t *default_left,
-                   const float *leaf, float base, float *out, int32_t vector) {
+                   const int32_t *feature, const float *split, const float *leaf, float base,
+                   float *out, int32_t vector) {
   int64_t r = 0;
 #ifdef ML_X86_VECTORS
   if (vector && forest_vector_walk()) {
-    for (; r + BLOCK <= n; r += BLOCK) {
-      const float *b = x + r * stride;
-      if (block_has_nan(b, BLOCK * stride)) {
-        for (int q = 0; q < BLOCK; q++)
-          out[r + q] =
-              walk_row(b + q * stride, trees, depth, feature, split, default_left, leaf, base);
-      } else {
-        walk_block(b, stride, trees, depth, feature, split, leaf, base, out + r);
-      }
-    }
+    for (; r + BLOCK <= n; r += BLOCK)
+      walk_block(x + r * stride, stride, trees, depth, feature, split, leaf, base, out + r);
   }
 #else
   (void)vector;
 #endif
-  for (; r < n; r++)
-    out[r] = walk_row(x + r * stride, trees, depth, feature, split, default_left, leaf, base);
+  for (; r < n; r++) out[r] = walk_row(x + r * stride, trees, depth, feature, split, leaf, base);
 }
 
 /* XGBoost's float32 sigmoid (common::Sigmoid), in place. */

@@ -7,8 +7,8 @@ features and values of a tree's first six levels are picked from registers by pe
 each level costs one gather of the rows' feature values. On the bench model (100 depth-6 trees,
 20 features) that is about a third of XGBoost's CPU time on one thread, with the same floats.
 
-Exactness is XGBoost's own: float32 `x < split`, the default side for NaN (a block of rows
-holding a NaN takes the one-row walk), the base margin plus each tree's float32 leaf in tree
+Exactness is XGBoost's own: float32 `x < split`, the default side for NaN (in the vector walk
+too, so missing values cost nothing extra), the base margin plus each tree's float32 leaf in tree
 order, and XGBoost's float32 sigmoid with the C library's `expf`. `ml.fastpredict` still uses
 it only after checking it equals XGBoost's output bitwise on a probe at the model's split
 values. A CPU without AVX-512 (an AVX2 version of the walk measured no faster than XGBoost on
@@ -43,9 +43,8 @@ _ROWS_PER_THREAD = 16_384
 class PaddedForest:
     """Every tree padded to a complete tree of `depth` levels, in flat arrays (see the C file)."""
 
-    feature: np.ndarray  # int32, (2^depth - 1) per tree
+    feature: np.ndarray  # int32 column, sign bit set where missing goes left; 2^depth - 1 a tree
     split: np.ndarray  # float32
-    default_left: np.ndarray  # uint8
     leaf: np.ndarray  # float32, 2^depth per tree
     trees: int
     depth: int
@@ -71,7 +70,6 @@ def build(trees: BoosterTrees) -> PaddedForest | None:
     inner, leaves = 2**depth - 1, 2**depth
     feature = np.zeros(count * inner + _SPARE, np.int32)
     split = np.zeros(count * inner + _SPARE, F32)
-    default_left = np.zeros(count * inner + _SPARE, np.uint8)
     leaf = np.zeros(count * leaves + _SPARE, F32)
     for t, tree in enumerate(trees.trees):
         _pad(
@@ -79,13 +77,11 @@ def build(trees: BoosterTrees) -> PaddedForest | None:
             depth,
             feature[t * inner :],
             split[t * inner :],
-            default_left[t * inner :],
             leaf[t * leaves : (t + 1) * leaves],
         )
     return PaddedForest(
         feature=feature,
         split=split,
-        default_left=default_left,
         leaf=leaf,
         trees=count,
         depth=depth,
@@ -117,8 +113,7 @@ def predict(
         start, stop = span
         lib.forest_margin(
             X[start:].ctypes.data, stop - start, width, forest.trees, forest.depth,
-            forest.feature.ctypes.data, forest.split.ctypes.data,
-            forest.default_left.ctypes.data, forest.leaf.ctypes.data,
+            forest.feature.ctypes.data, forest.split.ctypes.data, forest.leaf.ctypes.data,
             forest.base_margin, out[start:].ctypes.data, int(vector),
         )  # fmt: skip
 
@@ -136,7 +131,6 @@ def _pad(
     depth: int,
     feature: np.ndarray,
     split: np.ndarray,
-    default_left: np.ndarray,
     leaf: np.ndarray,
 ) -> None:
     """One tree into its complete layout, level by level: a node at level-order position p has
@@ -144,8 +138,10 @@ def _pad(
     left = np.asarray(tree["left_children"], dtype=np.int64)
     right = np.asarray(tree["right_children"], dtype=np.int64)
     cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(F32)
-    index = np.asarray(tree["split_indices"], dtype=np.int64)
-    default = np.asarray(tree["default_left"], dtype=np.uint8)
+    # the column, and the sign bit where a missing value goes left
+    code = np.asarray(tree["split_indices"], dtype=np.int64) | np.where(
+        np.asarray(tree["default_left"], dtype=bool), -(2**31), 0
+    )
     nodes, positions = np.zeros(1, np.int64), np.zeros(1, np.int64)
     inner = 2**depth - 1
     for level in range(depth + 1):
@@ -158,9 +154,8 @@ def _pad(
         nodes, positions = nodes[~is_leaf], positions[~is_leaf]
         if not len(nodes):
             break
-        feature[positions] = index[nodes]
+        feature[positions] = code[nodes]
         split[positions] = cond[nodes]
-        default_left[positions] = default[nodes]
         nodes = np.concatenate([left[nodes], right[nodes]])
         positions = np.concatenate([2 * positions + 1, 2 * positions + 2])
 
@@ -190,6 +185,6 @@ def _library() -> Any:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
     lib.forest_vector_walk.restype, lib.forest_vector_walk.argtypes = i32, []
     lib.forest_margin.restype = None
-    lib.forest_margin.argtypes = [p, i64, i64, i32, i32, p, p, p, p, ctypes.c_float, p, i32]
+    lib.forest_margin.argtypes = [p, i64, i64, i32, i32, p, p, p, ctypes.c_float, p, i32]
     lib.forest_sigmoid.restype, lib.forest_sigmoid.argtypes = None, [p, i64]
     return lib

@@ -68,6 +68,28 @@ def test_margins_and_probabilities_equal_xgboost_bitwise(depth: int, classifier:
         assert np.array_equal(forestkernel.predict(padded, Q, vector=False), own)  # row by row
 
 
+def test_missing_values_go_to_each_node_s_default_side() -> None:
+    """In the vector walk too: a NaN at a node whose default is left, and at one whose default
+    is right (its feature code's sign bit), in every block."""
+    X, y = _data(seed=5)
+    X[np.random.default_rng(5).random(X.shape) < 0.2] = np.nan
+    model = XGBRegressor(n_estimators=40, max_depth=6).fit(X, y)
+    booster = model.get_booster()
+    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
+    assert padded is not None
+    trees = read_trees(booster, (0, 0), "model").trees
+    defaults = {
+        bool(side)
+        for t in trees
+        for side, left in zip(t["default_left"], t["left_children"], strict=True)
+        if left != -1
+    }
+    assert defaults == {True, False}
+    for missing in (0.3, 0.9, 1.0):
+        Q = _rows(64 * 30 + 5, seed=int(missing * 10), missing=missing)
+        assert np.array_equal(forestkernel.predict(padded, Q), _own(booster, Q))
+
+
 def test_unbalanced_trees_of_varying_depth() -> None:
     """Leaves above the last level (lossguide grows trees leaf by leaf) fill what is below."""
     X, y = _data(seed=1)
