@@ -19,6 +19,7 @@ predicts.
 from __future__ import annotations
 
 import ctypes
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -175,6 +176,11 @@ def _depth(tree: dict[str, Any]) -> int:
 @cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(thread_name_prefix="ml-forest")
+
+
+# a forked child has none of the parent's pool threads: it starts a pool of its own
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 @cache

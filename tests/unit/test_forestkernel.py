@@ -213,3 +213,31 @@ def test_turned_off_xgboost_predicts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fastpredict.accelerate(model, N_FEATURES) == 1
     fast = fastpredict._installed(model)
     assert fast is not None and fast.padded is None
+
+
+def test_a_forked_child_predicts_on_threads_of_its_own() -> None:
+    """The parent's pool threads do not exist in a forked child (a pre-forking server)."""
+    import os
+    import select
+    import signal
+
+    X, y = _data(seed=6)
+    model = XGBRegressor(n_estimators=20, max_depth=6).fit(X, y)
+    booster = model.get_booster()
+    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
+    assert padded is not None
+    Q = _rows(70_000, seed=11, missing=0.01)
+    expected = forestkernel.predict(padded, Q, threads=2)  # the parent's pool now has threads
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if two threads give the same floats
+        ok = np.array_equal(forestkernel.predict(padded, Q, threads=2), expected)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    if not ready:  # the child waits for threads that do not exist
+        os.kill(pid, signal.SIGKILL)
+    answer = os.read(read, 1) if ready else b""
+    _, status = os.waitpid(pid, 0)
+    assert answer == b"1" and status == 0
