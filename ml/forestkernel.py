@@ -66,7 +66,7 @@ def build(trees: BoosterTrees) -> PaddedForest | None:
         return None
     depth = max((_depth(t) for t in trees.trees), default=0)
     count = len(trees.trees)
-    if depth > MAX_DEPTH or count * (2**depth) * 13 > MAX_BYTES:
+    if depth > MAX_DEPTH or count * (2**depth) * 12 > MAX_BYTES:  # 3 arrays of 4-byte cells
         return None
     inner, leaves = 2**depth - 1, 2**depth
     feature = np.zeros(count * inner + _SPARE, np.int32)
@@ -97,7 +97,7 @@ def predict(
 ) -> np.ndarray:
     """XGBoost's prediction (after the objective's transform) for the rows of X, float32; the
     rows split over up to `threads` threads (the C call releases the GIL). `vector=False` walks
-    every row alone, as blocks holding a NaN are walked."""
+    every row alone, as the rows past a batch's last whole 64-row block always are."""
     lib = _library()
     if lib is None:
         raise RuntimeError("the forest kernel is not loaded")
