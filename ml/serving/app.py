@@ -38,7 +38,7 @@ from ml.model import ScoringModel, TrainingSchema
 from ml.online import OnlineStore, open_store
 from ml.registry import ModelRef, ResolvedModel
 from ml.serving.body import MAX_ERRORS, checked_body_route, invalid
-from ml.serving.by_id import predict_by_id
+from ml.serving.by_id import answer, look_up
 from ml.serving.guard import Guard, api_token
 from ml.serving.metrics import Metrics, RequestMetrics, worker_exited
 from ml.serving.reload import Reloader, watches
@@ -205,16 +205,17 @@ def _add_predict_route(
         served: Served | None = app.state.served
         if served is None:
             return JSONResponse({"error": "model not loaded yet"}, status_code=503)
-        # in a worker thread: a lookup waits on the store (up to its timeout), and /health,
-        # /ready and records must not wait behind it
-        return await run_in_threadpool(
-            predict_by_id,
+        # the lookup in a worker thread: it waits on the store (up to its timeout), and
+        # /health, /ready and records must not wait behind it; the scoring, like records', here
+        request, found = await run_in_threadpool(
+            look_up,
             body,
             served,
             app.state.store,
             settings.serving.max_records,
             metrics.observe_lookup,
         )
+        return answer(served, request, found)
 
     predict.__annotations__ = {"body": schemas.request, "return": Response}
     record_fields = frozenset(name for name, _ in [*schemas.features, *schemas.keys])

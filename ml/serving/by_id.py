@@ -165,24 +165,33 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {json.dumps(preview(value, _PREVIEW))}"
 
 
-def predict_by_id(
+def look_up(
     body: dict[str, Any],
     served: Served,
     store: OnlineStore,
     max_records: int,
     observe: Callable[[float, int, int], None] | None = None,
-) -> Response:
-    """Look the entities up, score the ones found, report the others."""
-    schema, target = served.model.schema, served.target
-    request = parse_request(body, schema, max_records, served.context)
-    context = context_key(request.typed)
-    # a context of any length: the answer stays short (and a short one is quoted exactly)
-    shown = context if len(context) <= _CONTEXT_SHOWN else elide(context, _CONTEXT_SHOWN)
+) -> tuple[ByIdRequest, Found | None]:
+    """The request, checked, and what the store holds for it: the part that waits on the store
+    (the server runs it in a worker thread, and scores on its event loop)."""
+    request = parse_request(body, served.model.schema, max_records, served.context)
+    target = served.target
     started = time.perf_counter()
-    found = store.lookup(target.model_name, context, [entity_key(k) for k in request.keys])
+    found = store.lookup(
+        target.model_name, context_key(request.typed), [entity_key(k) for k in request.keys]
+    )
     if observe is not None:
         misses = len(request.keys) if found is None else sum(r is None for r in found.rows)
         observe(time.perf_counter() - started, len(request.keys), misses)
+    return request, found
+
+
+def answer(served: Served, request: ByIdRequest, found: Found | None) -> Response:
+    """The response to a looked-up request: the scores, or why there are none."""
+    target = served.target
+    context = context_key(request.typed)
+    # a context of any length: the answer stays short (and a short one is quoted exactly)
+    shown = context if len(context) <= _CONTEXT_SHOWN else elide(context, _CONTEXT_SHOWN)
     if found is None:
         return JSONResponse(
             {
