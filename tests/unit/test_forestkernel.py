@@ -40,6 +40,12 @@ def _rows(n: int, seed: int, missing: float) -> np.ndarray:
     return X
 
 
+def _padded(booster: object) -> forestkernel.PaddedForest:
+    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
+    assert padded is not None
+    return padded
+
+
 def _own(booster: object, X: np.ndarray) -> np.ndarray:
     return booster.inplace_predict(X)  # type: ignore[attr-defined,no-any-return]
 
@@ -59,8 +65,8 @@ def test_margins_and_probabilities_equal_xgboost_bitwise(depth: int, classifier:
     else:
         model = XGBRegressor(**params).fit(X, y)
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None and padded.depth == depth
+    padded = _padded(booster)
+    assert padded.depth == depth
     for rows, missing in [(64 * 40, 0.0), (1000, 0.0), (777, 0.03), (63, 0.0), (5, 0.0)]:
         Q = _rows(rows, seed=rows + depth, missing=missing)
         own = _own(booster, Q)
@@ -75,8 +81,7 @@ def test_missing_values_go_to_each_node_s_default_side() -> None:
     X[np.random.default_rng(5).random(X.shape) < 0.2] = np.nan
     model = XGBRegressor(n_estimators=40, max_depth=6).fit(X, y)
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None
+    padded = _padded(booster)
     trees = read_trees(booster, (0, 0), "model").trees
     defaults = {
         bool(side)
@@ -110,8 +115,8 @@ def test_single_leaf_trees_and_a_base_score() -> None:
     X, y = _data(seed=2)
     model = XGBRegressor(n_estimators=5, max_depth=3, gamma=1e9, base_score=0.25).fit(X, y)
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None and padded.depth == 0
+    padded = _padded(booster)
+    assert padded.depth == 0
     Q = _rows(200, seed=5, missing=0.0)
     assert np.array_equal(forestkernel.predict(padded, Q), _own(booster, Q))
 
@@ -120,8 +125,7 @@ def test_threads_split_the_rows_and_agree() -> None:
     X, y = _data(seed=3)
     model = XGBClassifier(n_estimators=30, max_depth=6).fit(X, (y > 0).astype(int))
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None
+    padded = _padded(booster)
     Q = _rows(100_003, seed=6, missing=0.001)
     one = forestkernel.predict(padded, Q, threads=1)
     assert np.array_equal(forestkernel.predict(padded, Q, threads=3), one)
@@ -133,8 +137,7 @@ def test_inputs_are_read_as_xgboost_reads_them() -> None:
     X, y = _data(seed=4)
     model = XGBRegressor(n_estimators=20, max_depth=6).fit(X, y)
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None
+    padded = _padded(booster)
     Q = np.random.default_rng(7).normal(0, 1.5, size=(2000, N_FEATURES))
     for view in (Q, np.asfortranarray(Q), Q[::3], np.asfortranarray(Q.astype(np.float32))):
         assert np.array_equal(forestkernel.predict(padded, view), _own(booster, view))
@@ -224,8 +227,7 @@ def test_a_forked_child_predicts_on_threads_of_its_own() -> None:
     X, y = _data(seed=6)
     model = XGBRegressor(n_estimators=20, max_depth=6).fit(X, y)
     booster = model.get_booster()
-    padded = forestkernel.build(read_trees(booster, (0, 0), "model"))
-    assert padded is not None
+    padded = _padded(booster)
     Q = _rows(70_000, seed=11, missing=0.01)
     expected = forestkernel.predict(padded, Q, threads=2)  # the parent's pool now has threads
     read, write = os.pipe()
