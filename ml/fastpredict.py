@@ -90,7 +90,7 @@ class _DensePredictor:
         begin, end = iteration_range
         self._init_args = (booster, (begin, end), missing)  # also keeps the handle alive
         self.forest, self.padded = _walks(booster, (begin, end), missing, walk, vector_walk)
-        self.threads = _own_threads(booster)
+        self.threads = _thread_count(_nthread(booster))
         self._fn = core._LIB.XGBoosterPredictFromDense
         self._check = core._check_call
         self._ulong = core.c_bst_ulong
@@ -164,32 +164,35 @@ def accelerate(estimator: Any, n_features: int, *, walk: bool = True) -> int:
 def threads_at_most(estimator: Any, limit: int) -> Iterator[None]:
     """Until exit, every XGBoost model in `estimator` predicts on at most `limit` threads (on
     its own count if that is lower; XGBoost's 0 or less means every core)."""
-    saved: list[tuple[Any, str, _DensePredictor | None]] = []
+    saved: list[tuple[Any, str, _DensePredictor | None, int]] = []
     try:
         for model in _xgb_models(estimator):
             if not model.__sklearn_is_fitted__():
                 continue  # an unfitted template (EconML keeps them beside the fitted copies)
             booster = model.get_booster()
-            config = json.loads(booster.save_config())
-            own = str(config["learner"]["generic_param"]["nthread"])
-            threads = min(int(own) if int(own) > 0 else cpu_count(), max(1, limit))
+            own = _nthread(booster)
+            threads = min(_thread_count(own), max(1, limit))
             fast = _installed(model)
-            saved.append((booster, own, fast))
+            saved.append((booster, own, fast, fast.threads if fast is not None else 0))
             booster.set_param({"nthread": threads})
             if fast is not None:
                 fast.threads = threads
         yield
     finally:
-        for booster, own, fast in saved:
+        for booster, own, fast, before in saved:
             booster.set_param({"nthread": own})
             if fast is not None:
-                fast.threads = _own_threads(booster)
+                fast.threads = before
 
 
-def _own_threads(booster: Any) -> int:
-    """The threads the booster predicts on (XGBoost's 0 or less: every core)."""
-    own = int(json.loads(booster.save_config())["learner"]["generic_param"]["nthread"])
-    return own if own > 0 else cpu_count()
+def _nthread(booster: Any) -> str:
+    """The booster's `nthread` setting, as its config states it."""
+    return str(json.loads(booster.save_config())["learner"]["generic_param"]["nthread"])
+
+
+def _thread_count(nthread: str) -> int:
+    """The threads an `nthread` setting predicts on (XGBoost's 0 or less: every core)."""
+    return int(nthread) if int(nthread) > 0 else cpu_count()
 
 
 def _installed(model: Any) -> _DensePredictor | None:
@@ -300,8 +303,7 @@ def _vector_probe(padded: forestkernel.PaddedForest) -> list[np.ndarray]:
     """Batches the vector walk takes: whole 64-row blocks and a tail, with values on and beside
     the splits, some infinite, some missing (at nodes of either default side), and small
     batches (serving's)."""
-    inner = padded.trees * (2**padded.depth - 1)
-    features, splits = padded.feature[:inner] & 0x7FFFFFFF, padded.split[:inner]  # columns
+    features, splits = forestkernel.split_points(padded)
     clean = treewalk.probe_at(features, splits, padded.n_features, 517, seed=1, missing=0.0)
     infinite = clean[:192].copy()
     rng = np.random.default_rng(2)

@@ -36,6 +36,8 @@ SOURCE = Path(__file__).with_name("forestkernel.c")
 MAX_DEPTH = 12  # a complete tree of depth 12 has 4,095 inner nodes and 4,096 leaves
 MAX_BYTES = 256 << 20  # the padded forest's arrays, all trees together
 _SPARE = 64  # entries past the end, for whole-level loads from small trees
+# a node's feature code: its column, and the sign bit where a missing value goes left
+_DEFAULT_LEFT, _COLUMN = -(2**31), 0x7FFFFFFF
 # below this many rows per thread, one thread does the whole batch
 _ROWS_PER_THREAD = 16_384
 
@@ -92,6 +94,13 @@ def build(trees: BoosterTrees) -> PaddedForest | None:
     )
 
 
+def split_points(forest: PaddedForest) -> tuple[np.ndarray, np.ndarray]:
+    """Every inner node's feature column and split value (padding nodes included: column 0,
+    split 0), for probes placed on and beside the splits."""
+    inner = forest.trees * (2**forest.depth - 1)
+    return forest.feature[:inner] & _COLUMN, forest.split[:inner]
+
+
 def predict(
     forest: PaddedForest, X: np.ndarray, threads: int = 1, vector: bool = True
 ) -> np.ndarray:
@@ -141,7 +150,7 @@ def _pad(
     cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(F32)
     # the column, and the sign bit where a missing value goes left
     code = np.asarray(tree["split_indices"], dtype=np.int64) | np.where(
-        np.asarray(tree["default_left"], dtype=bool), -(2**31), 0
+        np.asarray(tree["default_left"], dtype=bool), _DEFAULT_LEFT, 0
     )
     nodes, positions = np.zeros(1, np.int64), np.zeros(1, np.int64)
     inner = 2**depth - 1

@@ -122,13 +122,11 @@ def predict(forest: Forest, X: np.ndarray) -> np.ndarray:
     return _sigmoid(out) if forest.logistic else out
 
 
-def probe(forest: Forest, rows: int, seed: int = 0, missing: float = 0.1) -> np.ndarray:
+def probe(forest: Forest, rows: int, seed: int = 0) -> np.ndarray:
     """Rows whose values sit exactly on, just below and just above the forest's split values
-    (and a `missing` share NaN): where a walk that compared differently from XGBoost would
-    show."""
+    (and some missing): where a walk that compared differently from XGBoost would show."""
     inner = forest.feature < forest.n_features
-    return probe_at(forest.feature[inner], forest.split[inner], forest.n_features, rows, seed,
-                    missing)  # fmt: skip
+    return probe_at(forest.feature[inner], forest.split[inner], forest.n_features, rows, seed)
 
 
 def probe_at(
