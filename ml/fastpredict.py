@@ -56,8 +56,9 @@ SMALL_ROWS = 16
 def _walks(
     booster: Any, iteration_range: tuple[int, int], missing: float, walk: bool, vector_walk: bool
 ) -> tuple[treewalk.Forest | None, forestkernel.PaddedForest | None]:
-    """The trees for the small-batch walk and for the vector walk of large batches (each None
-    where it is not wanted or cannot reproduce XGBoost: then XGBoost's own path)."""
+    """The trees for the numpy walk of small batches and for the vector walk (each None where
+    it is not wanted or cannot reproduce XGBoost: then XGBoost's own path). The numpy walk is
+    built only where the vector walk is not: that one serves every batch size."""
     if not np.isnan(missing) or not (walk or vector_walk):
         return None, None
     try:
@@ -66,9 +67,9 @@ def _walks(
         return None, None
     forest = padded = None
     with contextlib.suppress(Exception):
-        forest = treewalk.build(trees) if walk else None
-    with contextlib.suppress(Exception):
         padded = forestkernel.build(trees) if vector_walk else None
+    with contextlib.suppress(Exception):
+        forest = treewalk.build(trees) if walk and padded is None else None
     return forest, padded
 
 
@@ -89,6 +90,7 @@ class _DensePredictor:
 
         begin, end = iteration_range
         self._init_args = (booster, (begin, end), missing)  # also keeps the handle alive
+        self._walk = walk  # wanted, and not found to disagree
         self.forest, self.padded = _walks(booster, (begin, end), missing, walk, vector_walk)
         self.threads = _thread_count(_nthread(booster))
         self._fn = core._LIB.XGBoosterPredictFromDense
@@ -109,8 +111,18 @@ class _DensePredictor:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # ctypes state is rebuilt, not pickled; a walk found to disagree stays off
-        walks = (self.forest is not None, self.padded is not None)
-        return (_DensePredictor, (*self._init_args, *walks))
+        return (_DensePredictor, (*self._init_args, self._walk, self.padded is not None))
+
+    def drop_vector_walk(self) -> None:
+        """The vector walk disagreed with XGBoost: small batches go to the numpy walk, if
+        wanted (built now: it was not while the vector walk served them)."""
+        self.padded = None
+        if self._walk:
+            self.forest, _ = _walks(*self._init_args, walk=True, vector_walk=False)
+
+    def drop_walk(self) -> None:
+        """The numpy walk disagreed with XGBoost: XGBoost's C call serves every batch."""
+        self.forest, self._walk = None, False
 
     def __call__(self, X: Any) -> np.ndarray:
         X = np.asarray(X)
@@ -284,18 +296,15 @@ def _agrees(original: Any, fast: Any, n_features: int, dense: _DensePredictor) -
     probe[::7, ::3] = np.nan
     f32 = probe.astype(np.float32)
     batches: list[np.ndarray] = [probe, f32, np.asfortranarray(f32), f32[::2], probe[:1]]
-    if dense.padded is not None:
-        if _same(original, fast, _vector_probe(dense.padded)):
-            dense.forest = None  # the vector walk serves every batch size
-        else:
-            dense.padded = None  # the vector walk alone is dropped
+    if dense.padded is not None and not _same(original, fast, _vector_probe(dense.padded)):
+        dense.drop_vector_walk()  # the vector walk alone is dropped
     if dense.forest is not None:
         at_splits = treewalk.probe(dense.forest, 4 * SMALL_ROWS)
         small = [at_splits[i : i + SMALL_ROWS] for i in range(0, len(at_splits), SMALL_ROWS)]
         small += [at_splits[i : i + 3] for i in range(0, 24, 3)]
         small += [at_splits[i : i + 1].astype(np.float64) for i in range(8)]
         if not _same(original, fast, small):
-            dense.forest = None  # the walk alone is dropped
+            dense.drop_walk()  # the walk alone is dropped
     return _same(original, fast, batches)
 
 

@@ -191,6 +191,22 @@ def test_a_pickled_copy_keeps_the_kernel() -> None:
     assert np.array_equal(copy.predict(Q), XGBRegressor.predict(model, Q))
 
 
+def test_a_copy_unpickled_without_the_kernel_walks_in_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The numpy walk is not built while the vector walk serves every batch, but a copy loaded
+    where the kernel cannot run (no compiler, another CPU) still gets it."""
+    import pickle
+
+    X, y = _data()
+    model = XGBRegressor(n_estimators=10, max_depth=5).fit(X, y)
+    assert fastpredict.accelerate(model, N_FEATURES) == 1
+    blob = pickle.dumps(model)
+    monkeypatch.setattr(forestkernel, "available", lambda: False)
+    fast = fastpredict._installed(pickle.loads(blob))
+    assert fast is not None and fast.padded is None and fast.forest is not None
+
+
 def test_a_kernel_that_disagrees_is_dropped_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checked bitwise when installed: a wrong vector walk leaves XGBoost's C call in place."""
     real = forestkernel.predict

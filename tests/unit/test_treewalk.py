@@ -151,7 +151,7 @@ def test_a_pickled_copy_keeps_the_walk_on_or_off(monkeypatch) -> None:
     assert pickle.loads(pickle.dumps(on)).predict.forest is not None
     off = XGBRegressor(n_estimators=10).fit(X, y)
     fastpredict.accelerate(off, N_FEATURES)
-    off.predict.forest = None  # as when the check found it disagreeing
+    off.predict.drop_walk()  # as when the check found it disagreeing
     copy = pickle.loads(pickle.dumps(off))
     assert copy.predict.forest is None
     assert np.array_equal(copy.predict(X[:1]), XGBRegressor.predict(off, X[:1]))
