@@ -41,6 +41,7 @@ class ByIdRequest:
     context: dict[str, Any]  # as sent (echoed back)
     typed: dict[str, Any]  # as the recipe declares each param: what names the stored set
     keys: list[tuple[int | str, ...]]  # per entity, its key values in the schema's key order
+    set_key: str  # `typed` as the store names the set (`ml.online.context_key`)
 
 
 def parse_request(
@@ -57,9 +58,8 @@ def parse_request(
                 "context and entities)"
             )
     context = _context(body, schema)
-    return ByIdRequest(
-        context, _typed(context, declared or {}), _entities(body, schema, max_records)
-    )
+    typed = _typed(context, declared or {})
+    return ByIdRequest(context, typed, _entities(body, schema, max_records), context_key(typed))
 
 
 def _typed(context: dict[str, Any], declared: Mapping[str, ContextParam]) -> dict[str, Any]:
@@ -177,9 +177,7 @@ def look_up(
     request = parse_request(body, served.model.schema, max_records, served.context)
     target = served.target
     started = time.perf_counter()
-    found = store.lookup(
-        target.model_name, context_key(request.typed), [entity_key(k) for k in request.keys]
-    )
+    found = store.lookup(target.model_name, request.set_key, [entity_key(k) for k in request.keys])
     if observe is not None:
         misses = len(request.keys) if found is None else sum(r is None for r in found.rows)
         observe(time.perf_counter() - started, len(request.keys), misses)
@@ -189,7 +187,7 @@ def look_up(
 def answer(served: Served, request: ByIdRequest, found: Found | None) -> Response:
     """The response to a looked-up request: the scores, or why there are none."""
     target = served.target
-    context = context_key(request.typed)
+    context = request.set_key
     # a context of any length: the answer stays short (and a short one is quoted exactly)
     shown = context if len(context) <= _CONTEXT_SHOWN else elide(context, _CONTEXT_SHOWN)
     if found is None:
